@@ -1,0 +1,78 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Limits of ListAudit and ManifestVersions.
+const (
+	// ListLimitDefault is the number of entries returned when no limit is given.
+	ListLimitDefault = 100
+	// ListLimitMax is the most entries returned at once.
+	ListLimitMax = 1000
+)
+
+// AppendAudit appends one entry to the audit log. Time defaults to the
+// database clock; ID is assigned.
+func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
+	if err := insertAudit(ctx, s.pool, e); err != nil {
+		return fmt.Errorf("append audit %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// insertAudit writes e with db, inside the caller's transaction when db is one.
+func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
+	if e.Action == "" {
+		return invalid(errors.New("audit entry: action is required"))
+	}
+	var at any // NULL: now()
+	if !e.Time.IsZero() {
+		at = e.Time
+	}
+	_, err := db.Exec(ctx, `
+		INSERT INTO timestore.audit_log (time, actor, action, dataset, partitions, bytes, reason, details)
+		VALUES (coalesce($1::timestamptz, now()), $2, $3, $4, coalesce($5::bigint[], '{}'), $6, $7, $8)`,
+		at, e.Actor, e.Action, e.Dataset, e.Partitions, e.Bytes, e.Reason, e.Details)
+	if err != nil {
+		return fmt.Errorf("write audit %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// ListAudit returns audit entries matching f, newest first.
+func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = ListLimitDefault
+	}
+	limit = min(limit, ListLimitMax)
+	// The filter is spelled out rather than written as ($1 = '' OR dataset = $1)
+	// so that each shape gets a plan that uses its index.
+	where, args := "TRUE", []any{}
+	for _, c := range []struct {
+		cond string
+		arg  any
+		set  bool
+	}{
+		{"dataset = $%d", f.Dataset, f.Dataset != ""},
+		{"action = $%d", f.Action, f.Action != ""},
+		{"id < $%d", f.BeforeID, f.BeforeID > 0},
+	} {
+		if c.set {
+			args = append(args, c.arg)
+			where += " AND " + fmt.Sprintf(c.cond, len(args))
+		}
+	}
+	args = append(args, limit)
+	rows, err := s.pool.Query(ctx, fmt.Sprintf(
+		`SELECT `+auditColumns+` FROM timestore.audit_log WHERE %s ORDER BY id DESC LIMIT $%d`,
+		where, len(args)), args...)
+	entries, err := collect(rows, err, scanAudit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return entries, nil
+}

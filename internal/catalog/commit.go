@@ -1,0 +1,272 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ActionPartitionPrefix prefixes the audit action of a committed change: the
+// row Commit writes for a change has action "partition." + Change.Operation,
+// e.g. "partition.ingest" or "partition.retention".
+const ActionPartitionPrefix = "partition."
+
+// Commit applies ch atomically. In one transaction it locks the dataset row,
+// replays an already used idempotency key, checks that every Remove id is live
+// and every Restore id is removed but not purged, bumps manifest_version by
+// one, adds, removes and restores partitions, records the manifest version,
+// writes the audit rows and the idempotency record, and runs ch.InTx last.
+//
+// Errors: ErrNotFound (no such live dataset), ErrConflict (a Remove or Restore
+// id does not qualify, or an added object is already referenced; the message
+// names it), ErrIdempotencyMismatch, ErrInvalid (a malformed change, including
+// an empty one that adds, removes and restores nothing). On any error nothing
+// was changed.
+func (s *Store) Commit(ctx context.Context, ch Change) (CommitResult, error) {
+	if err := ch.validate(); err != nil {
+		return CommitResult{}, fmt.Errorf("commit %s to dataset %q: %w", ch.Operation, ch.Dataset, invalid(err))
+	}
+	var res CommitResult
+	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
+		d, err := lockDataset(ctx, tx, ch.Dataset)
+		if err != nil {
+			return err
+		}
+		if ch.IdempotencyKey != "" {
+			rec, found, err := lookupIdempotency(ctx, tx, d.ID, ch.IdempotencyKey)
+			if err != nil {
+				return err
+			}
+			if found {
+				if rec.RequestHash != ch.RequestHash {
+					return fmt.Errorf("idempotency key %q: %w", ch.IdempotencyKey, ErrIdempotencyMismatch)
+				}
+				res = CommitResult{
+					Version:           rec.Version,
+					Replayed:          true,
+					RowsWritten:       rec.RowsWritten,
+					PartitionsWritten: rec.PartitionsWritten,
+				}
+				return nil
+			}
+		}
+		res, err = applyChange(ctx, tx, d, ch)
+		return err
+	})
+	if err != nil {
+		return CommitResult{}, fmt.Errorf("commit %s to dataset %q: %w", ch.Operation, ch.Dataset, err)
+	}
+	return res, nil
+}
+
+// applyChange does the writing part of Commit, with the dataset row locked.
+func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitResult, error) {
+	removedBytes, restoredBytes, err := checkTouched(ctx, tx, d.ID, ch.Remove, ch.Restore)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	version := d.ManifestVersion + 1
+	added, err := insertPartitions(ctx, tx, d.ID, version, ch.Add)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	if len(ch.Remove) > 0 {
+		if _, err := tx.Exec(ctx, `
+			UPDATE timestore.partitions SET removed_in_version = $2, removed_at = now()
+			WHERE id = ANY($1)`, ch.Remove, version); err != nil {
+			return CommitResult{}, fmt.Errorf("remove partitions: %w", err)
+		}
+	}
+	if len(ch.Restore) > 0 {
+		if _, err := tx.Exec(ctx, `
+			UPDATE timestore.partitions SET removed_in_version = NULL, removed_at = NULL
+			WHERE id = ANY($1)`, ch.Restore); err != nil {
+			return CommitResult{}, fmt.Errorf("restore partitions: %w", err)
+		}
+	}
+	if err := insertManifestVersion(ctx, tx, d.ID, version, ch.Operation, ch.JobID, ch.Actor, ch.Summary); err != nil {
+		return CommitResult{}, err
+	}
+
+	res := CommitResult{Version: version, Added: added, PartitionsWritten: int64(len(added))}
+	touched := make([]int64, 0, len(added)+len(ch.Remove)+len(ch.Restore))
+	var addedBytes int64
+	for _, p := range added {
+		res.RowsWritten += p.RowCount
+		addedBytes += p.SizeBytes
+		touched = append(touched, p.ID)
+	}
+	touched = append(append(touched, ch.Remove...), ch.Restore...)
+	entries := append([]AuditEntry{{
+		Actor:      ch.Actor,
+		Action:     ActionPartitionPrefix + ch.Operation,
+		Dataset:    d.Name,
+		Partitions: touched,
+		Bytes:      addedBytes + removedBytes + restoredBytes,
+		Reason:     ch.Reason,
+		Details: map[string]any{
+			"manifest_version": version,
+			"job_id":           ch.JobID,
+			"added":            len(added),
+			"removed":          len(ch.Remove),
+			"restored":         len(ch.Restore),
+			"added_bytes":      addedBytes,
+			"removed_bytes":    removedBytes,
+			"restored_bytes":   restoredBytes,
+			"summary":          ch.Summary,
+		},
+	}}, ch.Audit...)
+	for _, e := range entries {
+		if e.Dataset == "" {
+			e.Dataset = d.Name
+		}
+		if e.Actor == "" {
+			e.Actor = ch.Actor
+		}
+		if err := insertAudit(ctx, tx, e); err != nil {
+			return CommitResult{}, err
+		}
+	}
+
+	if ch.IdempotencyKey != "" {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO timestore.idempotency_keys
+				(dataset_id, key, request_hash, manifest_version, rows_written, partitions_written)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			d.ID, ch.IdempotencyKey, ch.RequestHash, version, res.RowsWritten, res.PartitionsWritten); err != nil {
+			return CommitResult{}, fmt.Errorf("record idempotency key %q: %w", ch.IdempotencyKey, err)
+		}
+	}
+	if _, err := tx.Exec(ctx,
+		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
+		return CommitResult{}, fmt.Errorf("bump manifest version: %w", err)
+	}
+	if ch.InTx != nil {
+		if err := ch.InTx(ctx, tx, version, added); err != nil {
+			return CommitResult{}, fmt.Errorf("in transaction: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// checkTouched locks the Remove and Restore partitions and checks that every
+// Remove id is live in the dataset and every Restore id is removed and not
+// purged. It returns the bytes of each set.
+func checkTouched(ctx context.Context, tx pgx.Tx, datasetID int64, remove, restore []int64) (removedBytes, restoredBytes int64, err error) {
+	if len(remove)+len(restore) == 0 {
+		return 0, 0, nil
+	}
+	ids := append(append(make([]int64, 0, len(remove)+len(restore)), remove...), restore...)
+	rows, err := tx.Query(ctx, `
+		SELECT `+partitionColumns+` FROM timestore.partitions
+		WHERE id = ANY($1) AND dataset_id = $2
+		ORDER BY id
+		FOR UPDATE`, ids, datasetID)
+	found, err := collect(rows, err, scanPartition)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read partitions: %w", err)
+	}
+	byID := make(map[int64]Partition, len(found))
+	for _, p := range found {
+		byID[p.ID] = p
+	}
+	for _, id := range remove {
+		p, ok := byID[id]
+		switch {
+		case !ok:
+			return 0, 0, fmt.Errorf("%w: remove partition %d: no such partition in this dataset", ErrConflict, id)
+		case p.State() != StateLive:
+			return 0, 0, fmt.Errorf("%w: remove partition %d: it is %s, not live (removed in version %d)", ErrConflict, id, p.State(), *p.RemovedInVersion)
+		}
+		removedBytes += p.SizeBytes
+	}
+	for _, id := range restore {
+		p, ok := byID[id]
+		switch {
+		case !ok:
+			return 0, 0, fmt.Errorf("%w: restore partition %d: no such partition in this dataset", ErrConflict, id)
+		case p.State() != StateRemoved:
+			return 0, 0, fmt.Errorf("%w: restore partition %d: it is %s, not removed", ErrConflict, id, p.State())
+		}
+		restoredBytes += p.SizeBytes
+	}
+	return removedBytes, restoredBytes, nil
+}
+
+// insertPartitions adds files to the manifest in version, in one round trip,
+// and returns them as partitions with their ids, in the order given.
+func insertPartitions(ctx context.Context, tx pgx.Tx, datasetID, version int64, files []PartitionFile) ([]Partition, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	batch := &pgx.Batch{}
+	for _, f := range files {
+		batch.Queue(`
+			INSERT INTO timestore.partitions (dataset_id, window_start, time_min, time_max, row_count,
+				size_bytes, target, object_key, checksum, stats, level, added_in_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			RETURNING `+partitionColumns,
+			datasetID, f.WindowStart, f.TimeMin, f.TimeMax, f.RowCount,
+			f.SizeBytes, f.Target, f.Key, f.Checksum, f.Stats, f.Level, version)
+	}
+	results := tx.SendBatch(ctx, batch)
+	added := make([]Partition, 0, len(files))
+	var err error
+	for _, f := range files {
+		var p Partition
+		p, err = scanPartition(results.QueryRow())
+		if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "partitions_object" {
+			err = fmt.Errorf("%w: add partition %s: object already referenced by another partition", ErrConflict, f.Key)
+		}
+		if err != nil {
+			err = fmt.Errorf("add partition %s: %w", f.Key, err)
+			break
+		}
+		added = append(added, p)
+	}
+	if cerr := results.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("add partitions: %w", cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return added, nil
+}
+
+// validate checks what can be checked without the database.
+func (ch Change) validate() error {
+	if ch.Operation == "" {
+		return errors.New("operation is required")
+	}
+	if len(ch.Add)+len(ch.Remove)+len(ch.Restore) == 0 {
+		return errors.New("empty change: nothing to add, remove or restore")
+	}
+	seen := make(map[int64]bool, len(ch.Remove)+len(ch.Restore))
+	for _, ids := range [][]int64{ch.Remove, ch.Restore} {
+		for _, id := range ids {
+			if seen[id] {
+				return fmt.Errorf("partition %d listed twice in remove/restore", id)
+			}
+			seen[id] = true
+		}
+	}
+	keys := make(map[string]bool, len(ch.Add))
+	for i, f := range ch.Add {
+		switch {
+		case f.Target == "" || f.Key == "":
+			return fmt.Errorf("add[%d]: target and key are required", i)
+		case keys[f.Target+"\x00"+f.Key]:
+			return fmt.Errorf("add[%d]: key %q listed twice", i, f.Key)
+		case f.TimeMin.IsZero() || f.TimeMax.IsZero() || f.WindowStart.IsZero():
+			return fmt.Errorf("add[%d]: window_start, time_min and time_max are required", i)
+		case f.TimeMax.Before(f.TimeMin):
+			return fmt.Errorf("add[%d]: time_max %s is before time_min %s", i, f.TimeMax, f.TimeMin)
+		case f.RowCount < 0 || f.SizeBytes < 0 || f.Level < 0:
+			return fmt.Errorf("add[%d]: row_count, size_bytes and level must not be negative", i)
+		}
+		keys[f.Target+"\x00"+f.Key] = true
+	}
+	return nil
+}

@@ -1,0 +1,334 @@
+package catalog_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"timestore/internal/catalog"
+)
+
+func TestCommitAddsPartitions(t *testing.T) {
+	b := setup(t)
+	jobID := int64(42)
+	files := []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200)}
+	res := b.commit(t, catalog.Change{
+		Add:     files,
+		JobID:   &jobID,
+		Reason:  "because",
+		Summary: map[string]any{"source": "http"},
+		Audit:   []catalog.AuditEntry{{Action: "ingest.extra", Details: map[string]any{"n": 1}}},
+	})
+
+	require.Equal(t, int64(1), res.Version)
+	require.False(t, res.Replayed)
+	require.Equal(t, int64(30), res.RowsWritten)
+	require.Equal(t, int64(2), res.PartitionsWritten)
+	require.Len(t, res.Added, 2)
+	for i, p := range res.Added {
+		require.NotZero(t, p.ID)
+		require.Equal(t, b.ds.ID, p.DatasetID)
+		require.Equal(t, int64(1), p.AddedInVersion)
+		require.Equal(t, catalog.StateLive, p.State())
+		require.Equal(t, files[i].Key, p.Key)
+		require.True(t, files[i].TimeMin.Equal(p.TimeMin))
+		require.Equal(t, files[i].Stats, p.Stats)
+	}
+	require.Equal(t, int64(1), b.version(t))
+
+	snap, err := b.store.Snapshot(b.ctx, "metrics", nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), snap.Version)
+	require.Equal(t, int64(1), snap.Dataset.ManifestVersion)
+	require.Equal(t, res.Added, snap.Partitions)
+
+	versions, err := b.store.ManifestVersions(b.ctx, b.ds.ID, 10)
+	require.NoError(t, err)
+	require.Len(t, versions, 2)
+	require.Equal(t, int64(1), versions[0].Version)
+	require.Equal(t, catalog.OpIngest, versions[0].Operation)
+	require.Equal(t, &jobID, versions[0].JobID)
+	require.Equal(t, map[string]any{"source": "http"}, versions[0].Summary)
+
+	entries, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Dataset: "metrics", Limit: 2})
+	require.NoError(t, err)
+	require.Len(t, entries, 2)
+	extra, main := entries[0], entries[1]
+	require.Equal(t, "ingest.extra", extra.Action)
+	require.Equal(t, "metrics", extra.Dataset, "extra entries default to the change's dataset")
+	require.Equal(t, "test", extra.Actor, "extra entries default to the change's actor")
+	require.Equal(t, catalog.ActionPartitionPrefix+catalog.OpIngest, main.Action)
+	require.Equal(t, ids(res.Added), main.Partitions)
+	require.Equal(t, int64(300), main.Bytes)
+	require.Equal(t, "because", main.Reason)
+	require.EqualValues(t, 1, main.Details["manifest_version"])
+
+	totals, err := b.store.DatasetTotals(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	require.Equal(t, catalog.Totals{Partitions: 2, Rows: 30, Bytes: 300}, totals)
+
+	// The next change bumps the version by exactly one again.
+	res = b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(2, 1, 1)}})
+	require.Equal(t, int64(2), res.Version)
+	require.Equal(t, int64(2), b.version(t))
+}
+
+func TestCommitRefusesInvalidChanges(t *testing.T) {
+	b := setup(t)
+	res := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100)}})
+	dup := file(1, 1, 1)
+	backwards := file(2, 1, 1)
+	backwards.TimeMax = backwards.TimeMin.Add(-1)
+	for name, ch := range map[string]catalog.Change{
+		"empty":             {},
+		"no operation":      {Operation: "-", Add: []catalog.PartitionFile{file(1, 1, 1)}},
+		"duplicate id":      {Remove: []int64{res.Added[0].ID}, Restore: []int64{res.Added[0].ID}},
+		"duplicate key":     {Add: []catalog.PartitionFile{dup, dup}},
+		"time_max < min":    {Add: []catalog.PartitionFile{backwards}},
+		"negative rowcount": {Add: []catalog.PartitionFile{{WindowStart: day(1), TimeMin: day(1), TimeMax: day(1), Target: "local", Key: "k", RowCount: -1}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ch.Dataset, ch.Actor = "metrics", "test"
+			if ch.Operation == "" {
+				ch.Operation = catalog.OpIngest
+			} else if ch.Operation == "-" {
+				ch.Operation = ""
+			}
+			_, err := b.store.Commit(b.ctx, ch)
+			require.ErrorIs(t, err, catalog.ErrInvalid)
+		})
+	}
+	require.Equal(t, int64(1), b.version(t))
+
+	_, err := b.store.Commit(b.ctx, catalog.Change{Dataset: "nope", Operation: catalog.OpIngest, Add: []catalog.PartitionFile{file(1, 1, 1)}})
+	require.ErrorIs(t, err, catalog.ErrNotFound)
+
+	// An object can be referenced by one partition only.
+	again := file(3, 1, 1)
+	again.Key = res.Added[0].Key
+	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpIngest, Add: []catalog.PartitionFile{file(4, 1, 1), again}})
+	require.ErrorIs(t, err, catalog.ErrConflict)
+	require.Equal(t, int64(1), b.version(t))
+	parts, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	require.Len(t, parts, 1)
+}
+
+func TestCommitRemoveOfNonLivePartitionConflicts(t *testing.T) {
+	b := setup(t)
+	res := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200)}})
+	a, c := res.Added[0], res.Added[1]
+	b.commit(t, catalog.Change{Operation: catalog.OpRetention, Remove: []int64{a.ID}})
+
+	other, err := b.store.CreateDataset(b.ctx, testDataset("other"), "test")
+	require.NoError(t, err)
+	foreign, err := b.store.Commit(b.ctx, catalog.Change{Dataset: other.Name, Operation: catalog.OpIngest, Add: []catalog.PartitionFile{file(5, 1, 1)}})
+	require.NoError(t, err)
+
+	versionBefore, auditBefore := b.version(t), b.auditCount(t)
+	for name, remove := range map[string][]int64{
+		"already removed": {c.ID, a.ID},
+		"unknown id":      {c.ID, 999999},
+		"other dataset's": {foreign.Added[0].ID},
+		"removed alone":   {a.ID},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// The change also adds a file: that must be rolled back too.
+			_, err := b.store.Commit(b.ctx, catalog.Change{
+				Dataset: "metrics", Operation: catalog.OpCompaction, Actor: "test",
+				Add: []catalog.PartitionFile{file(0, 30, 300)}, Remove: remove,
+			})
+			require.ErrorIs(t, err, catalog.ErrConflict)
+		})
+	}
+	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpCompaction, Remove: []int64{c.ID, a.ID}})
+	require.ErrorContains(t, err, "remove partition")
+	require.ErrorContains(t, err, "partition "+itoa(a.ID))
+
+	require.Equal(t, versionBefore, b.version(t))
+	require.Equal(t, auditBefore, b.auditCount(t))
+	live, err := b.store.Partitions(b.ctx, "metrics", catalog.StateLive)
+	require.NoError(t, err)
+	require.Equal(t, []int64{c.ID}, ids(live))
+	all, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+}
+
+func TestCommitRestore(t *testing.T) {
+	b := setup(t)
+	res := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200), file(2, 30, 300)}})
+	p0, p1, p2 := res.Added[0], res.Added[1], res.Added[2]
+	b.commit(t, catalog.Change{Operation: catalog.OpRetention, Remove: []int64{p0.ID, p1.ID, p2.ID}})
+
+	removed, err := b.store.Partitions(b.ctx, "metrics", catalog.StateRemoved)
+	require.NoError(t, err)
+	require.Equal(t, []int64{p0.ID, p1.ID, p2.ID}, ids(removed))
+	require.Equal(t, int64(2), *removed[0].RemovedInVersion)
+	require.NotNil(t, removed[0].RemovedAt)
+
+	// The sweeper purged p2.
+	_, err = b.store.Pool().Exec(b.ctx, `UPDATE timestore.partitions SET purged_at = now() WHERE id = $1`, p2.ID)
+	require.NoError(t, err)
+
+	restore := func(ids ...int64) error {
+		_, err := b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpRestore, Actor: "ops", Restore: ids, Reason: "oops"})
+		return err
+	}
+	require.ErrorIs(t, restore(p0.ID, p2.ID), catalog.ErrConflict, "purged partitions cannot be restored")
+	require.NoError(t, restore(p0.ID))
+	require.ErrorIs(t, restore(p0.ID), catalog.ErrConflict, "live partitions cannot be restored")
+	require.Equal(t, int64(3), b.version(t))
+
+	live, err := b.store.Partitions(b.ctx, "metrics", "")
+	require.NoError(t, err)
+	require.Equal(t, []int64{p0.ID}, ids(live))
+	require.Nil(t, live[0].RemovedInVersion)
+	require.Nil(t, live[0].RemovedAt)
+	purged, err := b.store.Partitions(b.ctx, "metrics", catalog.StatePurged)
+	require.NoError(t, err)
+	require.Equal(t, []int64{p2.ID}, ids(purged))
+	require.Equal(t, catalog.StatePurged, purged[0].State())
+	_, err = b.store.Partitions(b.ctx, "metrics", "gone")
+	require.ErrorIs(t, err, catalog.ErrInvalid)
+
+	entries, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: catalog.ActionPartitionPrefix + catalog.OpRestore})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, []int64{p0.ID}, entries[0].Partitions)
+	require.Equal(t, int64(100), entries[0].Bytes)
+	require.Equal(t, "oops", entries[0].Reason)
+	require.Equal(t, "ops", entries[0].Actor)
+}
+
+func TestCommitIdempotency(t *testing.T) {
+	b := setup(t)
+	ch := catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200)}, IdempotencyKey: "k1", RequestHash: "h1"}
+	first := b.commit(t, ch)
+	require.False(t, first.Replayed)
+	auditBefore := b.auditCount(t)
+
+	// A retry of the same request (it carries new keys: the client re-uploaded).
+	ch.Add = []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200)}
+	replay := b.commit(t, ch)
+	require.Equal(t, catalog.CommitResult{Version: 1, Replayed: true, RowsWritten: 30, PartitionsWritten: 2}, replay)
+	require.Equal(t, int64(1), b.version(t))
+	require.Equal(t, auditBefore, b.auditCount(t))
+	all, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+
+	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpIngest, Add: ch.Add, IdempotencyKey: "k1", RequestHash: "h2"})
+	require.ErrorIs(t, err, catalog.ErrIdempotencyMismatch)
+
+	rec, found, err := b.store.LookupIdempotency(b.ctx, b.ds.ID, "k1")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, "h1", rec.RequestHash)
+	require.Equal(t, int64(1), rec.Version)
+	require.Equal(t, int64(30), rec.RowsWritten)
+	require.Equal(t, int64(2), rec.PartitionsWritten)
+	_, found, err = b.store.LookupIdempotency(b.ctx, b.ds.ID, "k2")
+	require.NoError(t, err)
+	require.False(t, found)
+
+	// Keys are per dataset.
+	other, err := b.store.CreateDataset(b.ctx, testDataset("other"), "test")
+	require.NoError(t, err)
+	res, err := b.store.Commit(b.ctx, catalog.Change{Dataset: other.Name, Operation: catalog.OpIngest, Add: []catalog.PartitionFile{file(2, 1, 1)}, IdempotencyKey: "k1", RequestHash: "h9"})
+	require.NoError(t, err)
+	require.False(t, res.Replayed)
+}
+
+func TestConcurrentCommits(t *testing.T) {
+	b := setup(t)
+	start := b.version(t)
+	const n = 8
+	var wg sync.WaitGroup
+	results := make([]catalog.CommitResult, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			results[i], errs[i] = b.store.Commit(b.ctx, catalog.Change{
+				Dataset: "metrics", Operation: catalog.OpIngest, Actor: "test",
+				Add: []catalog.PartitionFile{file(i, int64(i+1), 10)},
+			})
+		})
+	}
+	wg.Wait()
+	versions := map[int64]bool{}
+	for i := range n {
+		require.NoError(t, errs[i])
+		versions[results[i].Version] = true
+	}
+	require.Len(t, versions, n, "every commit got a version of its own")
+	require.Equal(t, start+n, b.version(t))
+
+	snap, err := b.store.Snapshot(b.ctx, "metrics", nil, nil)
+	require.NoError(t, err)
+	require.Len(t, snap.Partitions, n)
+	mv, err := b.store.ManifestVersions(b.ctx, b.ds.ID, 0)
+	require.NoError(t, err)
+	require.Len(t, mv, n+1)
+	totals, err := b.store.DatasetTotals(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	require.Equal(t, catalog.Totals{Partitions: n, Rows: n * (n + 1) / 2, Bytes: n * 10}, totals)
+}
+
+func TestCommitInTx(t *testing.T) {
+	b := setup(t)
+	var gotVersion int64
+	var gotAdded []catalog.Partition
+	res := b.commit(t, catalog.Change{
+		Add: []catalog.PartitionFile{file(0, 10, 100)},
+		InTx: func(ctx context.Context, tx catalog.Tx, version int64, added []catalog.Partition) error {
+			gotVersion, gotAdded = version, added
+			// The transaction sees the change.
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM timestore.partitions WHERE added_in_version = $1`, version).Scan(&n); err != nil {
+				return err
+			}
+			if n != 1 {
+				return errors.New("partition not visible in the transaction")
+			}
+			return nil
+		},
+	})
+	require.Equal(t, res.Version, gotVersion)
+	require.Equal(t, res.Added, gotAdded)
+}
+
+func TestCommitInTxErrorRollsBackEverything(t *testing.T) {
+	b := setup(t)
+	keep := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100)}})
+	versionBefore, auditBefore := b.version(t), b.auditCount(t)
+
+	boom := errors.New("enqueue failed")
+	_, err := b.store.Commit(b.ctx, catalog.Change{
+		Dataset: "metrics", Operation: catalog.OpCompaction, Actor: "test",
+		Add:            []catalog.PartitionFile{file(1, 10, 100)},
+		Remove:         []int64{keep.Added[0].ID},
+		IdempotencyKey: "k", RequestHash: "h",
+		Audit: []catalog.AuditEntry{{Action: "extra"}},
+		InTx: func(ctx context.Context, tx catalog.Tx, version int64, added []catalog.Partition) error {
+			return boom
+		},
+	})
+	require.ErrorIs(t, err, boom)
+
+	require.Equal(t, versionBefore, b.version(t))
+	require.Equal(t, auditBefore, b.auditCount(t))
+	all, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	require.Equal(t, ids(keep.Added), ids(all))
+	require.Equal(t, catalog.StateLive, all[0].State())
+	_, found, err := b.store.LookupIdempotency(b.ctx, b.ds.ID, "k")
+	require.NoError(t, err)
+	require.False(t, found)
+	mv, err := b.store.ManifestVersions(b.ctx, b.ds.ID, 0)
+	require.NoError(t, err)
+	require.Equal(t, versionBefore, mv[0].Version)
+}

@@ -1,0 +1,27 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+)
+
+// LookupIdempotency returns what the first change with this Idempotency-Key
+// did to the dataset, and whether there was one.
+func (s *Store) LookupIdempotency(ctx context.Context, datasetID int64, key string) (IdempotencyRecord, bool, error) {
+	rec, found, err := lookupIdempotency(ctx, s.pool, datasetID, key)
+	if err != nil {
+		return IdempotencyRecord{}, false, fmt.Errorf("look up idempotency key %q of dataset %d: %w", key, datasetID, err)
+	}
+	return rec, found, nil
+}
+
+func lookupIdempotency(ctx context.Context, db querier, datasetID int64, key string) (IdempotencyRecord, bool, error) {
+	rows, err := db.Query(ctx, `
+		SELECT `+idempotencyColumns+` FROM timestore.idempotency_keys
+		WHERE dataset_id = $1 AND key = $2`, datasetID, key)
+	recs, err := collect(rows, err, scanIdempotency)
+	if err != nil || len(recs) == 0 {
+		return IdempotencyRecord{}, false, err
+	}
+	return recs[0], true, nil
+}

@@ -1,0 +1,79 @@
+package catalog
+
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Column lists and scanners shared by every query that returns these rows.
+// A query selects the list and scans with the matching function.
+
+const datasetColumns = `id, name, columns, time_column, partition_window, target, policy,
+	manifest_version, created_at`
+
+func scanDataset(row pgx.Row) (Dataset, error) {
+	var d Dataset
+	err := row.Scan(&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
+		&d.ManifestVersion, &d.CreatedAt)
+	d.CreatedAt = d.CreatedAt.UTC()
+	return d, err
+}
+
+const partitionColumns = `id, dataset_id, window_start, time_min, time_max, row_count, size_bytes,
+	target, object_key, checksum, stats, level, no_compact, added_in_version, removed_in_version,
+	removed_at, purged_at, created_at`
+
+func scanPartition(row pgx.Row) (Partition, error) {
+	var p Partition
+	err := row.Scan(&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
+		&p.Target, &p.Key, &p.Checksum, &p.Stats, &p.Level, &p.NoCompact, &p.AddedInVersion, &p.RemovedInVersion,
+		&p.RemovedAt, &p.PurgedAt, &p.CreatedAt)
+	p.WindowStart, p.TimeMin, p.TimeMax, p.CreatedAt = p.WindowStart.UTC(), p.TimeMin.UTC(), p.TimeMax.UTC(), p.CreatedAt.UTC()
+	p.RemovedAt, p.PurgedAt = utcPtr(p.RemovedAt), utcPtr(p.PurgedAt)
+	return p, err
+}
+
+const auditColumns = `id, time, actor, action, dataset, partitions, bytes, reason, details`
+
+func scanAudit(row pgx.Row) (AuditEntry, error) {
+	var e AuditEntry
+	err := row.Scan(&e.ID, &e.Time, &e.Actor, &e.Action, &e.Dataset, &e.Partitions, &e.Bytes, &e.Reason, &e.Details)
+	e.Time = e.Time.UTC()
+	return e, err
+}
+
+const manifestVersionColumns = `version, operation, job_id, actor, summary, created_at`
+
+func scanManifestVersion(row pgx.Row) (ManifestVersion, error) {
+	var v ManifestVersion
+	err := row.Scan(&v.Version, &v.Operation, &v.JobID, &v.Actor, &v.Summary, &v.CreatedAt)
+	v.CreatedAt = v.CreatedAt.UTC()
+	return v, err
+}
+
+const idempotencyColumns = `key, request_hash, manifest_version, rows_written, partitions_written, created_at`
+
+func scanIdempotency(row pgx.Row) (IdempotencyRecord, error) {
+	var r IdempotencyRecord
+	err := row.Scan(&r.Key, &r.RequestHash, &r.Version, &r.RowsWritten, &r.PartitionsWritten, &r.CreatedAt)
+	r.CreatedAt = r.CreatedAt.UTC()
+	return r, err
+}
+
+// collect scans every row of a query with scan. It returns an empty, non-nil
+// slice when there are none.
+func collect[T any](rows pgx.Rows, err error, scan func(pgx.Row) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

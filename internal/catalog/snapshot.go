@@ -1,0 +1,187 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PartitionsStateAll selects partitions in every state (see Store.Partitions).
+const PartitionsStateAll = "all"
+
+// overlaps prunes partitions to those that may hold rows in [$from, $to); a
+// NULL bound is open. The placeholders are filled in by the caller.
+const overlaps = `($%[1]d::timestamptz IS NULL OR time_max >= $%[1]d) AND ($%[2]d::timestamptz IS NULL OR time_min < $%[2]d)`
+
+// Snapshot returns the dataset and its live partitions at its current manifest
+// version, read in one consistent snapshot. When from or to is set, only
+// partitions that may hold rows in [from, to) are returned (time_max >= from,
+// time_min < to). Partitions are ordered by time_min, then id.
+func (s *Store) Snapshot(ctx context.Context, name string, from, to *time.Time) (Snapshot, error) {
+	var snap Snapshot
+	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
+		var err error
+		snap, err = readSnapshot(ctx, tx, name, "", from, to)
+		return err
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot dataset %q: %w", name, err)
+	}
+	return snap, nil
+}
+
+// LeasedSnapshot is Snapshot plus a query lease on the snapshot's version for
+// holder, taken in the same transaction, and returns the lease id (release it
+// with ReleaseLease). The dataset row is read FOR SHARE, which waits for a
+// manifest change in progress and blocks the next one until the lease is
+// committed: a sweeper that locks the dataset row before it reads the leases
+// therefore either sees this lease, or has purged before this snapshot was
+// taken, in which case the purged partitions are not in it. No window is left
+// in which a file this reader will open can be swept.
+func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.Time, holder string, ttl time.Duration) (Snapshot, int64, error) {
+	if ttl <= 0 {
+		return Snapshot{}, 0, fmt.Errorf("snapshot dataset %q: %w", name, invalid(fmt.Errorf("lease ttl must be positive, not %s", ttl)))
+	}
+	var snap Snapshot
+	var lease int64
+	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
+		var err error
+		if snap, err = readSnapshot(ctx, tx, name, " FOR SHARE", from, to); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+			INSERT INTO timestore.query_leases (dataset_id, manifest_version, holder, expires_at)
+			VALUES ($1, $2, $3, now() + $4 * interval '1 microsecond')
+			RETURNING id`, snap.Dataset.ID, snap.Version, holder, ttl.Microseconds()).Scan(&lease)
+	})
+	if err != nil {
+		return Snapshot{}, 0, fmt.Errorf("snapshot dataset %q: %w", name, err)
+	}
+	return snap, lease, nil
+}
+
+func readSnapshot(ctx context.Context, tx pgx.Tx, name, lock string, from, to *time.Time) (Snapshot, error) {
+	d, err := scanDataset(tx.QueryRow(ctx,
+		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`+lock, name))
+	if err != nil {
+		return Snapshot{}, notFound(err)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT `+partitionColumns+` FROM timestore.partitions
+		WHERE dataset_id = $1 AND removed_in_version IS NULL AND `+fmt.Sprintf(overlaps, 2, 3)+`
+		ORDER BY time_min, id`,
+		d.ID, from, to)
+	parts, err := collect(rows, err, scanPartition)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Dataset: d, Version: d.ManifestVersion, Partitions: parts}, nil
+}
+
+// SnapshotAt returns the partitions live in version of a dataset's manifest:
+// added_in_version <= version and not removed in or before it. from and to
+// prune as in Snapshot. It works for deleted datasets too (readers holding a
+// lease may still need them). An unknown dataset, or a version it has not
+// reached, returns ErrNotFound.
+//
+// A partition restored after a removal is live again from its original
+// added_in_version on: SnapshotAt reports it live in the versions between its
+// removal and its restore as well.
+func (s *Store) SnapshotAt(ctx context.Context, datasetID, version int64, from, to *time.Time) ([]Partition, error) {
+	var parts []Partition
+	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
+		var current int64
+		if err := tx.QueryRow(ctx,
+			`SELECT manifest_version FROM timestore.datasets WHERE id = $1`, datasetID).Scan(&current); err != nil {
+			return notFound(err)
+		}
+		if version < 0 || version > current {
+			return fmt.Errorf("version %d (current is %d): %w", version, current, ErrNotFound)
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT `+partitionColumns+` FROM timestore.partitions
+			WHERE dataset_id = $1 AND added_in_version <= $2
+			  AND (removed_in_version IS NULL OR removed_in_version > $2)
+			  AND `+fmt.Sprintf(overlaps, 3, 4)+`
+			ORDER BY time_min, id`,
+			datasetID, version, from, to)
+		parts, err = collect(rows, err, scanPartition)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot dataset %d at version %d: %w", datasetID, version, err)
+	}
+	return parts, nil
+}
+
+// Partitions lists a live dataset's partitions in one state: StateLive (also
+// for ""), StateRemoved (removed, not purged), StatePurged or
+// PartitionsStateAll; ordered by time_min, then id.
+func (s *Store) Partitions(ctx context.Context, name, state string) ([]Partition, error) {
+	var cond string
+	switch state {
+	case StateLive, "":
+		cond = `removed_in_version IS NULL`
+	case StateRemoved:
+		cond = `removed_in_version IS NOT NULL AND purged_at IS NULL`
+	case StatePurged:
+		cond = `purged_at IS NOT NULL`
+	case PartitionsStateAll:
+		cond = `TRUE`
+	default:
+		return nil, fmt.Errorf("list partitions of dataset %q: %w", name,
+			invalid(fmt.Errorf("state must be live, removed, purged or all, not %q", state)))
+	}
+	var parts []Partition
+	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx,
+			`SELECT id FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, name).Scan(&id); err != nil {
+			return notFound(err)
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT `+partitionColumns+` FROM timestore.partitions
+			WHERE dataset_id = $1 AND `+cond+`
+			ORDER BY time_min, id`, id)
+		parts, err = collect(rows, err, scanPartition)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of dataset %q: %w", name, err)
+	}
+	return parts, nil
+}
+
+// DatasetTotals sums the live partitions of a dataset (zero for an unknown id).
+func (s *Store) DatasetTotals(ctx context.Context, datasetID int64) (Totals, error) {
+	var t Totals
+	err := s.pool.QueryRow(ctx, `
+		SELECT count(*), coalesce(sum(row_count), 0)::bigint, coalesce(sum(size_bytes), 0)::bigint
+		FROM timestore.partitions
+		WHERE dataset_id = $1 AND removed_in_version IS NULL`, datasetID).Scan(&t.Partitions, &t.Rows, &t.Bytes)
+	if err != nil {
+		return Totals{}, fmt.Errorf("totals of dataset %d: %w", datasetID, err)
+	}
+	return t, nil
+}
+
+// ManifestVersions returns the recorded versions of a dataset's manifest,
+// newest first: at most limit of them (ListLimitDefault when limit <= 0,
+// never more than ListLimitMax).
+func (s *Store) ManifestVersions(ctx context.Context, datasetID int64, limit int) ([]ManifestVersion, error) {
+	if limit <= 0 {
+		limit = ListLimitDefault
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+manifestVersionColumns+` FROM timestore.manifest_versions
+		WHERE dataset_id = $1
+		ORDER BY version DESC
+		LIMIT $2`, datasetID, min(limit, ListLimitMax))
+	versions, err := collect(rows, err, scanManifestVersion)
+	if err != nil {
+		return nil, fmt.Errorf("manifest versions of dataset %d: %w", datasetID, err)
+	}
+	return versions, nil
+}

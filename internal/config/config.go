@@ -1,0 +1,261 @@
+// Package config loads timestore's server configuration from an optional YAML
+// file, then environment variables, then command-line flags (each overriding
+// the one before), and renders it with secrets redacted.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults.
+const (
+	// ListenDefault is the HTTP listen address.
+	ListenDefault = "127.0.0.1:8080"
+	// DataDirDefault holds the local target, the read cache and temp files.
+	DataDirDefault = "./data"
+	// MaxBodyBytesDefault bounds an ingest request body: 256 MiB.
+	MaxBodyBytesDefault int64 = 256 << 20
+	// QueryTimeoutDefault bounds one query.
+	QueryTimeoutDefault = 60 * time.Second
+	// CacheMaxBytesDefault bounds the local read cache of remote partitions: 10 GiB.
+	CacheMaxBytesDefault int64 = 10 << 30
+	// LogFormatDefault is "json"; "text" is the other choice.
+	LogFormatDefault = "json"
+	// LogLevelDefault is "info".
+	LogLevelDefault = "info"
+)
+
+// Config is the server's configuration. Field comments name the environment
+// variable and YAML key of each field.
+type Config struct {
+	// DatabaseURL is the catalog database (TIMESTORE_DATABASE_URL, database_url). Required.
+	DatabaseURL string `yaml:"database_url"`
+	// Listen is the HTTP listen address (TIMESTORE_LISTEN, listen). Defaults to ListenDefault.
+	Listen string `yaml:"listen"`
+	// DataDir holds the local target, the read cache and temp files (TIMESTORE_DATA_DIR, data_dir).
+	// Defaults to DataDirDefault.
+	DataDir string `yaml:"data_dir"`
+	// Targets maps extra storage target names to URLs (TIMESTORE_TARGET_<NAME>, targets).
+	Targets map[string]string `yaml:"targets"`
+	// AdminToken is the bearer token for /admin/* (TIMESTORE_ADMIN_TOKEN, admin_token).
+	// Unset: admin routes are served only when listening on loopback.
+	AdminToken string `yaml:"admin_token"`
+	// Token is the bearer token for /v1/* (TIMESTORE_TOKEN, token). Unset: open.
+	Token string `yaml:"token"`
+	// MaxBodyBytes bounds an ingest body (TIMESTORE_MAX_BODY_BYTES, max_body_bytes).
+	// Defaults to MaxBodyBytesDefault.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// QueryTimeout bounds one query (TIMESTORE_QUERY_TIMEOUT, query_timeout). Defaults to QueryTimeoutDefault.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// CacheMaxBytes bounds the read cache of remote partitions (TIMESTORE_CACHE_MAX_BYTES, cache_max_bytes).
+	// Defaults to CacheMaxBytesDefault.
+	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
+	// DuckDBMemoryLimit is DuckDB's memory_limit, e.g. "4GB" (TIMESTORE_DUCKDB_MEMORY_LIMIT,
+	// duckdb_memory_limit). Empty: DuckDB's default (80% of RAM).
+	DuckDBMemoryLimit string `yaml:"duckdb_memory_limit"`
+	// DuckDBThreads is DuckDB's thread count (TIMESTORE_DUCKDB_THREADS, duckdb_threads). 0: one per core.
+	DuckDBThreads int `yaml:"duckdb_threads"`
+	// LogFormat is "json" or "text" (TIMESTORE_LOG_FORMAT, log_format). Defaults to LogFormatDefault.
+	LogFormat string `yaml:"log_format"`
+	// LogLevel is debug, info, warn or error (TIMESTORE_LOG_LEVEL, log_level). Defaults to LogLevelDefault.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Default returns a Config with every default applied.
+func Default() Config {
+	return Config{
+		Listen:        ListenDefault,
+		DataDir:       DataDirDefault,
+		Targets:       map[string]string{},
+		MaxBodyBytes:  MaxBodyBytesDefault,
+		QueryTimeout:  QueryTimeoutDefault,
+		CacheMaxBytes: CacheMaxBytesDefault,
+		LogFormat:     LogFormatDefault,
+		LogLevel:      LogLevelDefault,
+	}
+}
+
+// Load reads the YAML file at path (skipped when path is "" or, for the
+// default name, absent) over the defaults, then applies environ.
+func Load(path string, environ []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && filepath.Base(path) == "timestore.yaml":
+		case err != nil:
+			return c, fmt.Errorf("read config: %w", err)
+		default:
+			dec := yaml.NewDecoder(bytes.NewReader(b))
+			dec.KnownFields(true)
+			if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+				return c, fmt.Errorf("config file %s: %w", path, err)
+			}
+		}
+	}
+	if err := c.applyEnv(environ); err != nil {
+		return c, err
+	}
+	if c.Targets == nil {
+		c.Targets = map[string]string{}
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(environ []string) error {
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "TIMESTORE_") {
+			continue
+		}
+		var err error
+		switch k {
+		case "TIMESTORE_DATABASE_URL":
+			c.DatabaseURL = v
+		case "TIMESTORE_LISTEN":
+			c.Listen = v
+		case "TIMESTORE_DATA_DIR":
+			c.DataDir = v
+		case "TIMESTORE_ADMIN_TOKEN":
+			c.AdminToken = v
+		case "TIMESTORE_TOKEN":
+			c.Token = v
+		case "TIMESTORE_MAX_BODY_BYTES":
+			c.MaxBodyBytes, err = strconv.ParseInt(v, 10, 64)
+		case "TIMESTORE_QUERY_TIMEOUT":
+			c.QueryTimeout, err = time.ParseDuration(v)
+		case "TIMESTORE_CACHE_MAX_BYTES":
+			c.CacheMaxBytes, err = strconv.ParseInt(v, 10, 64)
+		case "TIMESTORE_DUCKDB_MEMORY_LIMIT":
+			c.DuckDBMemoryLimit = v
+		case "TIMESTORE_DUCKDB_THREADS":
+			c.DuckDBThreads, err = strconv.Atoi(v)
+		case "TIMESTORE_LOG_FORMAT":
+			c.LogFormat = v
+		case "TIMESTORE_LOG_LEVEL":
+			c.LogLevel = v
+		default:
+			if name, ok := strings.CutPrefix(k, "TIMESTORE_TARGET_"); ok && name != "" {
+				if c.Targets == nil {
+					c.Targets = map[string]string{}
+				}
+				c.Targets[strings.ToLower(name)] = v
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("environment %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("database URL is required: set TIMESTORE_DATABASE_URL or --database-url")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: %w", c.Listen, err)
+	}
+	if c.MaxBodyBytes <= 0 {
+		return errors.New("max body bytes must be positive")
+	}
+	if c.QueryTimeout <= 0 {
+		return errors.New("query timeout must be positive")
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return fmt.Errorf("log format %q: want json or text", c.LogFormat)
+	}
+	if _, ok := c.Targets["local"]; ok {
+		return errors.New("target \"local\" is built in (DATA_DIR/objects) and cannot be redefined")
+	}
+	return nil
+}
+
+// ListensOnLoopback reports whether Listen binds only a loopback address.
+func (c Config) ListensOnLoopback() bool {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+const redacted = "REDACTED"
+
+// Redacted returns a copy with tokens and URL credentials replaced, safe to log or print.
+func (c Config) Redacted() Config {
+	r := c
+	if r.AdminToken != "" {
+		r.AdminToken = redacted
+	}
+	if r.Token != "" {
+		r.Token = redacted
+	}
+	r.DatabaseURL = RedactURL(c.DatabaseURL)
+	r.Targets = make(map[string]string, len(c.Targets))
+	for k, v := range c.Targets {
+		r.Targets[k] = RedactURL(v)
+	}
+	return r
+}
+
+var secretParams = []string{"password", "secret", "token", "key", "signature", "credential", "sslpassword"}
+
+// RedactURL hides a URL's password and any query parameter whose name suggests a secret.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return redacted
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), redacted)
+		}
+	}
+	q := u.Query()
+	changed := false
+	for name := range q {
+		lname := strings.ToLower(name)
+		for _, s := range secretParams {
+			if strings.Contains(lname, s) {
+				q.Set(name, redacted)
+				changed = true
+			}
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// YAML renders the redacted configuration as YAML.
+func (c Config) YAML() string {
+	b, _ := yaml.Marshal(c.Redacted())
+	return string(b)
+}
