@@ -86,6 +86,9 @@ func Parse(b []byte) (Policy, error) {
 	if err := dec.Decode(&p); err != nil {
 		return Policy{}, fmt.Errorf("policy: %w", err)
 	}
+	if dec.More() {
+		return Policy{}, fmt.Errorf("policy: unexpected data after the policy object")
+	}
 	if err := p.Validate(); err != nil {
 		return Policy{}, err
 	}

@@ -1,0 +1,128 @@
+// Command ingest measures timestore's ingest rate against raw DuckDB on the
+// same file: 1M rows (ts, series, value) as CSV and as NDJSON. timestore's
+// time is the whole HTTP request (spool, parse, split, write zstd Parquet,
+// upload to the local target, commit); raw DuckDB's is
+// COPY (SELECT * FROM read_csv(...)) TO 'x.parquet' (FORMAT parquet, COMPRESSION zstd).
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2"
+
+	"timestore/bench/internal/benchenv"
+	"timestore/internal/client"
+)
+
+func main() {
+	rows := flag.Int("rows", 1_000_000, "rows per file")
+	runs := flag.Int("runs", 3, "runs of each measurement; the best is reported")
+	flag.Parse()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "timestore-bench-ingest-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	env, err := benchenv.Start(ctx, filepath.Join(dir, "data"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer env.Close(ctx)
+	db, err := benchenv.DuckDB()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	fmt.Printf("machine: %s\nrows per file: %d, best of %d runs\n\n", benchenv.Machine(), *rows, *runs)
+	fmt.Printf("| format | file MB | timestore s | timestore rows/s | raw DuckDB s | raw DuckDB rows/s | ratio |\n|---|---|---|---|---|---|---|\n")
+	for _, format := range []string{"csv", "ndjson"} {
+		path := filepath.Join(dir, "input."+format)
+		if err := generate(path, format, *rows); err != nil {
+			log.Fatal(err)
+		}
+		st, _ := os.Stat(path)
+
+		var bestTS, bestRaw time.Duration
+		for run := 0; run < *runs; run++ {
+			name := fmt.Sprintf("bench_%s_%d", format, run)
+			if _, err := env.Client.CreateDataset(ctx, client.CreateDataset{
+				Name: name, TimeColumn: "ts", Partition: "day",
+				Columns: []client.Column{{Name: "ts", Type: "timestamp"}, {Name: "series", Type: "varchar"}, {Name: "value", Type: "double"}},
+			}); err != nil {
+				log.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				log.Fatal(err)
+			}
+			start := time.Now()
+			res, err := env.Client.Ingest(ctx, name, format, f, "")
+			d := time.Since(start)
+			f.Close()
+			if err != nil {
+				log.Fatal(err)
+			}
+			if res.RowsWritten != int64(*rows) {
+				log.Fatalf("ingested %d rows, want %d", res.RowsWritten, *rows)
+			}
+			if bestTS == 0 || d < bestTS {
+				bestTS = d
+			}
+
+			reader := fmt.Sprintf("read_csv('%s', header=true, columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
+			if format == "ndjson" {
+				reader = fmt.Sprintf("read_ndjson('%s', columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
+			}
+			out := filepath.Join(dir, fmt.Sprintf("raw-%d.parquet", run))
+			start = time.Now()
+			if _, err := db.ExecContext(ctx, fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd)", reader, out)); err != nil {
+				log.Fatal(err)
+			}
+			d = time.Since(start)
+			if bestRaw == 0 || d < bestRaw {
+				bestRaw = d
+			}
+			os.Remove(out)
+		}
+		rate := func(d time.Duration) float64 { return float64(*rows) / d.Seconds() }
+		fmt.Printf("| %s | %.1f | %.3f | %.0f | %.3f | %.0f | %.2f× |\n", format, float64(st.Size())/1e6,
+			bestTS.Seconds(), rate(bestTS), bestRaw.Seconds(), rate(bestRaw), rate(bestTS)/rate(bestRaw))
+	}
+	fmt.Println("\nratio = timestore rows/s ÷ raw DuckDB rows/s (target ≥ 0.70)")
+}
+
+// generate writes n rows, one second apart from 2024-01-01, 100 series, spanning ~11.6 days.
+func generate(path, format string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	if format == "csv" {
+		fmt.Fprintln(w, "ts,series,value")
+	}
+	for i := 0; i < n; i++ {
+		ts := start.Add(time.Duration(i) * time.Second).Format("2006-01-02 15:04:05")
+		v := float64(i%10007) * 0.25
+		if format == "csv" {
+			fmt.Fprintf(w, "%s,s%d,%g\n", ts, i%100, v)
+		} else {
+			fmt.Fprintf(w, "{\"ts\":\"%s\",\"series\":\"s%d\",\"value\":%g}\n", ts, i%100, v)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}

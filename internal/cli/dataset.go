@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"timestore/internal/client"
+)
+
+func newDatasetCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "dataset", Short: "Create, list, show, change and delete datasets"}
+	cmd.AddCommand(newDatasetCreateCmd(g), newDatasetListCmd(g), newDatasetShowCmd(g), newDatasetSetPolicyCmd(g), newDatasetDeleteCmd(g))
+	return cmd
+}
+
+// parseColumns parses "ts:timestamp,host:varchar,value:double".
+func parseColumns(s string) ([]client.Column, error) {
+	var cols []client.Column
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, typ, ok := strings.Cut(part, ":")
+		if !ok || name == "" || typ == "" {
+			return nil, fmt.Errorf("--columns: %q is not name:type", part)
+		}
+		cols = append(cols, client.Column{Name: strings.TrimSpace(name), Type: strings.ToLower(strings.TrimSpace(typ))})
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("--columns: at least one name:type is required")
+	}
+	return cols, nil
+}
+
+func readPolicyFile(path string) (json.RawMessage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("policy file: %w", err)}
+	}
+	if !json.Valid(b) {
+		return nil, usagef("policy file %s: not valid JSON", path)
+	}
+	return b, nil
+}
+
+func newDatasetCreateCmd(g *globals) *cobra.Command {
+	var columns, timeCol, partition, target, policyFile string
+	cmd := &cobra.Command{
+		Use:   "create NAME --columns ts:timestamp,host:varchar,value:double --time-column ts",
+		Short: "Create a dataset",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cols, err := parseColumns(columns)
+			if err != nil {
+				return usageError{err}
+			}
+			req := client.CreateDataset{Name: args[0], Columns: cols, TimeColumn: timeCol, Partition: partition, Target: target}
+			if policyFile != "" {
+				if req.Policy, err = readPolicyFile(policyFile); err != nil {
+					return err
+				}
+			}
+			d, err := g.client().CreateDataset(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return g.printDataset(d)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&columns, "columns", "", "schema as name:type pairs, comma separated (types: timestamp, timestamptz, bigint, integer, double, varchar, boolean)")
+	fs.StringVar(&timeCol, "time-column", "", "the column that orders and partitions rows")
+	fs.StringVar(&partition, "partition", "day", "partition window: hour, day or month")
+	fs.StringVar(&target, "target", "local", "storage target for the dataset's partitions")
+	fs.StringVar(&policyFile, "policy-file", "", "lifecycle policy JSON file")
+	cmd.MarkFlagRequired("columns")
+	cmd.MarkFlagRequired("time-column")
+	return cmd
+}
+
+func (g *globals) printDataset(d client.Dataset) error {
+	cols := make([]string, len(d.Columns))
+	for i, c := range d.Columns {
+		cols[i] = c.Name + ":" + c.Type
+	}
+	policy := string(d.Policy)
+	if policy == "" {
+		policy = "{}"
+	}
+	return g.printObject(d, [][2]string{
+		{"name", d.Name},
+		{"columns", strings.Join(cols, ",")},
+		{"time column", d.TimeColumn},
+		{"partition", d.Partition},
+		{"target", d.Target},
+		{"manifest version", strconv.FormatInt(d.ManifestVersion, 10)},
+		{"partitions", strconv.FormatInt(d.Totals.Partitions, 10)},
+		{"rows", strconv.FormatInt(d.Totals.Rows, 10)},
+		{"bytes", humanBytes(d.Totals.Bytes)},
+		{"policy", policy},
+	})
+}
+
+func newDatasetListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List datasets",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ds, err := g.client().ListDatasets(cmd.Context())
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"name", "time_column", "partition", "target", "manifest_version"}, raw: ds}
+			for _, d := range ds {
+				t.rows = append(t.rows, []string{d.Name, d.TimeColumn, d.Partition, d.Target, strconv.FormatInt(d.ManifestVersion, 10)})
+			}
+			return g.print(t)
+		},
+	}
+}
+
+func newDatasetShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a dataset with the totals of its live manifest",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := g.client().GetDataset(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.printDataset(d)
+		},
+	}
+}
+
+func newDatasetSetPolicyCmd(g *globals) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "set-policy NAME --file policy.json",
+		Short: "Replace a dataset's lifecycle policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := readPolicyFile(file)
+			if err != nil {
+				return err
+			}
+			d, err := g.client().SetPolicy(cmd.Context(), args[0], p)
+			if err != nil {
+				return err
+			}
+			return g.printDataset(d)
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "policy JSON file")
+	cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+func newDatasetDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a dataset (its partitions are removed and later swept)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().DeleteDataset(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "dataset %s deleted\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,161 @@
+// Package cli is timestore's command line: the server commands (serve,
+// migrate) and the client commands that talk to a server over HTTP. One file
+// per command group.
+package cli
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"timestore/internal/client"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // the server or the operation failed
+	ExitUsage   = 2 // bad flags, arguments or input
+)
+
+// usageError marks an error as the caller's mistake (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// globals are the flags shared by client commands.
+type globals struct {
+	server string
+	token  string
+	output string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (g *globals) client() *client.Client { return client.New(g.server, g.token) }
+
+// NewRoot returns the root command.
+func NewRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "timestore",
+		Short:         "timestore stores time-series datasets as Parquet and keeps them compact, bounded and exportable",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", envOr("TIMESTORE_SERVER", "http://127.0.0.1:8080"), "server URL (env TIMESTORE_SERVER)")
+	pf.StringVar(&g.token, "token", os.Getenv("TIMESTORE_TOKEN"), "bearer token (env TIMESTORE_TOKEN)")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or csv")
+
+	root.AddCommand(
+		newServeCmd(g),
+		newMigrateCmd(g),
+		newConfigCmd(g),
+		newDatasetCmd(g),
+		newIngestCmd(g),
+		newQueryCmd(g),
+		newPartitionsCmd(g),
+	)
+	return root
+}
+
+// Execute runs the CLI with args and returns the process exit code.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := NewRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "timestore:", err.Error())
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), client.IsClientError(err):
+		return ExitUsage
+	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "accepts "),
+		strings.HasPrefix(err.Error(), "requires "), strings.Contains(err.Error(), "required flag"):
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// table is output in one of the formats of -o.
+type table struct {
+	header []string
+	rows   [][]string
+	// raw is printed as JSON for -o json.
+	raw any
+}
+
+func (g *globals) print(t table) error {
+	switch g.output {
+	case "json":
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(t.raw)
+	case "csv":
+		w := csv.NewWriter(g.stdout)
+		w.Write(t.header)
+		w.WriteAll(t.rows)
+		return w.Error()
+	case "table", "":
+		tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(t.header, "\t")))
+		for _, r := range t.rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t"))
+		}
+		return tw.Flush()
+	default:
+		return usagef("output format %q: want table, json or csv", g.output)
+	}
+}
+
+// printObject prints one object: JSON for -o json, else key/value lines.
+func (g *globals) printObject(v any, kv [][2]string) error {
+	if g.output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	for _, p := range kv {
+		fmt.Fprintf(tw, "%s:\t%s\n", p[0], p[1])
+	}
+	return tw.Flush()
+}
+
+// humanBytes renders n bytes with a binary unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

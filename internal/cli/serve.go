@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"timestore/internal/config"
+	"timestore/internal/server"
+	"timestore/internal/telemetry"
+)
+
+// serverFlags binds the server configuration flags; flags win over env and file.
+type serverFlags struct {
+	configFile string
+	database   string
+	listen     string
+	dataDir    string
+}
+
+func (f *serverFlags) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.configFile, "config", "timestore.yaml", "configuration file (optional)")
+	fs.StringVar(&f.database, "database-url", "", "catalog database URL (env TIMESTORE_DATABASE_URL)")
+	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (env TIMESTORE_LISTEN, default "+config.ListenDefault+")")
+	fs.StringVar(&f.dataDir, "data-dir", "", "local target, cache and temp files (env TIMESTORE_DATA_DIR, default "+config.DataDirDefault+")")
+}
+
+func (f *serverFlags) load() (config.Config, error) {
+	cfg, err := config.Load(f.configFile, os.Environ())
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	if f.database != "" {
+		cfg.DatabaseURL = f.database
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.dataDir != "" {
+		cfg.DataDir = f.dataDir
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP API and the lifecycle workers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load()
+			if err != nil {
+				return err
+			}
+			log, err := telemetry.NewLogger(g.stderr, cfg.LogFormat, cfg.LogLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := server.Migrate(ctx, cfg.DatabaseURL); err != nil {
+				return fmt.Errorf("migrate: %w", err)
+			}
+			srv, err := server.New(ctx, cfg, log, server.Options{Registry: telemetry.NewRegistry()})
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return err
+			}
+			return srv.Serve(ctx, ln)
+		},
+	}
+	f.bind(cmd.Flags())
+	return cmd
+}
+
+func newMigrateCmd(g *globals) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the catalog migrations (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			if err := server.Migrate(ctx, cfg.DatabaseURL); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, "catalog is up to date")
+			return nil
+		},
+	}
+	f.bind(cmd.Flags())
+	return cmd
+}
+
+func newConfigCmd(g *globals) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print the effective server configuration, secrets redacted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load()
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(g.stdout, cfg.YAML())
+			return nil
+		},
+	}
+	f.bind(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,158 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"timestore/internal/catalog"
+)
+
+// testEngine is shared by the tests, which run in parallel against it.
+var testEngine *Engine
+
+func TestMain(m *testing.M) {
+	var err error
+	testEngine, err = New(Config{Threads: 2, MemoryLimit: "2GB"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	for _, dir := range []string{benchDir, fixture.dir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	if err := testEngine.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// allTypes is a dataset with one column of every type.
+func allTypes(partition string) catalog.Dataset {
+	return catalog.Dataset{
+		Name: "all_types",
+		Columns: []catalog.Column{
+			{Name: "ts", Type: catalog.TypeTimestamp},
+			{Name: "tz", Type: catalog.TypeTimestampTZ},
+			{Name: "b", Type: catalog.TypeBigint},
+			{Name: "i", Type: catalog.TypeInteger},
+			{Name: "d", Type: catalog.TypeDouble},
+			{Name: "s", Type: catalog.TypeVarchar},
+			{Name: "f", Type: catalog.TypeBoolean},
+		},
+		TimeColumn: "ts",
+		Partition:  partition,
+	}
+}
+
+// metrics is a small dataset like the benchmark's.
+func metrics(name, partition string) catalog.Dataset {
+	return catalog.Dataset{
+		Name: name,
+		Columns: []catalog.Column{
+			{Name: "ts", Type: catalog.TypeTimestamp},
+			{Name: "series", Type: catalog.TypeVarchar},
+			{Name: "value", Type: catalog.TypeDouble},
+		},
+		TimeColumn: "ts",
+		Partition:  partition,
+	}
+}
+
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+func mustTime(t testing.TB, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, s)
+	require.NoError(t, err)
+	return v.UTC()
+}
+
+func strp(s string) *string { return &s }
+
+// readParquet returns every row of a Parquet file, read with the trusted
+// instance.
+func readParquet(t testing.TB, path string) [][]any {
+	t.Helper()
+	rows, err := testEngine.db.QueryContext(context.Background(), "SELECT * FROM read_parquet("+quoteString(path)+")")
+	require.NoError(t, err)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	require.NoError(t, err)
+	var out [][]any
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		out = append(out, vals)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// parquetSchema returns "name type" per column of a Parquet file as DuckDB
+// reads it.
+func parquetSchema(t testing.TB, path string) []string {
+	t.Helper()
+	rows, err := testEngine.db.QueryContext(context.Background(),
+		"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet("+quoteString(path)+"))")
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n, typ string
+		require.NoError(t, rows.Scan(&n, &typ))
+		out = append(out, n+" "+typ)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	require.Error(t, Config{Threads: -1}.Validate())
+	require.Error(t, Config{MemoryLimit: "1GB'; DROP"}.Validate())
+	require.NoError(t, Config{}.Validate())
+}
+
+func TestNewAppliesConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e, err := New(Config{MemoryLimit: "256MB", TempDir: dir, Threads: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+
+	var threads int64
+	var tempDir, memLimit, tz string
+	require.NoError(t, e.db.QueryRow(`SELECT current_setting('threads'), current_setting('temp_directory'),
+		current_setting('memory_limit'), current_setting('TimeZone')`).Scan(&threads, &tempDir, &memLimit, &tz))
+	require.EqualValues(t, 1, threads)
+	require.Equal(t, dir, tempDir)
+	require.Contains(t, memLimit, "MiB") // DuckDB renders 256MB as 244.1 MiB
+	require.Equal(t, "UTC", tz)
+
+	// The default temp dir is private and removed on Close.
+	e2, err := New(Config{})
+	require.NoError(t, err)
+	require.DirExists(t, e2.tempDir)
+	require.NoError(t, e2.Close())
+	require.NoDirExists(t, e2.tempDir)
+	require.NoError(t, e2.Close(), "second Close is a no-op")
+}

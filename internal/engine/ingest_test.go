@@ -1,0 +1,464 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"timestore/internal/catalog"
+)
+
+const allTypesCSV = `ts,tz,b,i,d,s,f
+2024-03-01T10:00:00Z,2024-03-01T12:00:00+02:00,9007199254740993,-5,1.5,"hello, world",true
+2024-03-01T09:30:00.123456,,,,,,
+2024-03-01 11:00:00,2024-03-01T00:00:00Z,-1,2147483647,-0.25,"ünïcode ""q""",false
+`
+
+const allTypesNDJSON = `{"ts":"2024-03-01T10:00:00Z","tz":"2024-03-01T12:00:00+02:00","b":9007199254740993,"i":-5,"d":1.5,"s":"hello, world","f":true}
+{"ts":"2024-03-01T09:30:00.123456","tz":null,"b":null}
+
+{"ts":"2024-03-01 11:00:00","tz":"2024-03-01T00:00:00Z","b":-1,"i":2147483647,"d":-0.25,"s":"ünïcode \"q\"","f":false}
+`
+
+const allTypesJSON = `[
+ {"ts":"2024-03-01T10:00:00Z","tz":"2024-03-01T12:00:00+02:00","b":9007199254740993,"i":-5,"d":1.5,"s":"hello, world","f":true},
+ {"ts":"2024-03-01T09:30:00.123456","tz":null,"b":null},
+ {"ts":"2024-03-01 11:00:00","tz":"2024-03-01T00:00:00Z","b":-1,"i":2147483647,"d":-0.25,"s":"ünïcode \"q\"","f":false}
+]`
+
+func TestPrepareIngestRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		format  Format
+		content string
+	}{
+		{FormatCSV, allTypesCSV},
+		{FormatNDJSON, allTypesNDJSON},
+		{FormatJSON, allTypesJSON},
+	} {
+		t.Run(string(tc.format), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			in := writeFile(t, dir, "in."+string(tc.format), tc.content)
+			out := t.TempDir()
+			ds := allTypes(catalog.WindowDay)
+
+			before := detectedReads.Load()
+			files, err := testEngine.PrepareIngest(context.Background(), ds, tc.format, in, out)
+			require.NoError(t, err)
+			if tc.format != FormatCSV {
+				require.Greater(t, detectedReads.Load(), before, "JSON took the single-read path")
+			}
+			require.Len(t, files, 1)
+			f := files[0]
+			require.FileExists(t, f.Path)
+			require.True(t, strings.HasPrefix(f.Path, out+string(os.PathSeparator)))
+			require.Equal(t, mustTime(t, "2024-03-01T00:00:00Z"), f.WindowStart)
+			require.Equal(t, mustTime(t, "2024-03-01T09:30:00.123456Z"), f.TimeMin)
+			require.Equal(t, mustTime(t, "2024-03-01T11:00:00Z"), f.TimeMax)
+			require.EqualValues(t, 3, f.RowCount)
+			fi, err := os.Stat(f.Path)
+			require.NoError(t, err)
+			require.Equal(t, fi.Size(), f.SizeBytes)
+			require.Empty(t, f.Target)
+			require.Empty(t, f.Key)
+			require.Empty(t, f.Checksum)
+
+			require.Equal(t, []string{
+				"ts TIMESTAMP", "tz TIMESTAMP WITH TIME ZONE", "b BIGINT", "i INTEGER",
+				"d DOUBLE", "s VARCHAR", "f BOOLEAN",
+			}, parquetSchema(t, f.Path))
+
+			rows := readParquet(t, f.Path)
+			require.Equal(t, [][]any{
+				{mustTime(t, "2024-03-01T09:30:00.123456Z"), nil, nil, nil, nil, nil, nil},
+				{mustTime(t, "2024-03-01T10:00:00Z"), mustTime(t, "2024-03-01T10:00:00Z"), int64(9007199254740993), int32(-5), 1.5, "hello, world", true},
+				{mustTime(t, "2024-03-01T11:00:00Z"), mustTime(t, "2024-03-01T00:00:00Z"), int64(-1), int32(2147483647), -0.25, `ünïcode "q"`, false},
+			}, rows)
+
+			require.Equal(t, []catalog.ColumnStats{
+				{Column: "ts", Min: strp("2024-03-01T09:30:00.123456Z"), Max: strp("2024-03-01T11:00:00Z")},
+				{Column: "tz", Min: strp("2024-03-01T00:00:00Z"), Max: strp("2024-03-01T10:00:00Z"), NullCount: 1},
+				{Column: "b", Min: strp("-1"), Max: strp("9007199254740993"), NullCount: 1},
+				{Column: "i", Min: strp("-5"), Max: strp("2147483647"), NullCount: 1},
+				{Column: "d", Min: strp("-0.25"), Max: strp("1.5"), NullCount: 1},
+				{Column: "s", Min: strp("hello, world"), Max: strp(`ünïcode "q"`), NullCount: 1},
+				{Column: "f", Min: strp("false"), Max: strp("true"), NullCount: 1},
+			}, f.Stats)
+
+			// FileStats recomputes the same statistics from the file.
+			pf, err := testEngine.FileStats(context.Background(), ds, f.Path)
+			require.NoError(t, err)
+			require.Equal(t, f.PartitionFile, pf)
+		})
+	}
+}
+
+func TestPrepareIngestCSVColumnsReorderedAndAbsent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// Header in another order, with spaces and a BOM; tz, i and f absent.
+	in := writeFile(t, dir, "in.csv", "\uFEFFs, d ,ts,b\r\nx,2.5,2024-05-05T05:05:05Z,7\r\n")
+	files, err := testEngine.PrepareIngest(context.Background(), allTypes(catalog.WindowHour), FormatCSV, in, t.TempDir())
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	require.Equal(t, [][]any{{mustTime(t, "2024-05-05T05:05:05Z"), nil, int64(7), nil, 2.5, "x", nil}}, readParquet(t, files[0].Path))
+	require.Equal(t, catalog.ColumnStats{Column: "f", NullCount: 1}, files[0].Stats[6])
+	require.Equal(t, "i INTEGER", parquetSchema(t, files[0].Path)[3])
+}
+
+func TestPrepareIngestJSONAllKeysAbsentButTime(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := writeFile(t, dir, "in.ndjson", `{"ts":"2024-05-05T05:05:05Z"}`)
+	files, err := testEngine.PrepareIngest(context.Background(), allTypes(catalog.WindowHour), FormatNDJSON, in, t.TempDir())
+	require.NoError(t, err)
+	require.Equal(t, [][]any{{mustTime(t, "2024-05-05T05:05:05Z"), nil, nil, nil, nil, nil, nil}}, readParquet(t, files[0].Path))
+}
+
+// TestPrepareIngestWindows checks the split into hour, day and month windows
+// of shuffled rows, including rows exactly on window boundaries.
+func TestPrepareIngestWindows(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		partition  string
+		start, end string
+		step       time.Duration
+		wantFiles  int
+	}{
+		{catalog.WindowHour, "2024-01-31T22:00:00Z", "2024-02-01T03:00:00Z", 7 * time.Minute, 5},
+		{catalog.WindowDay, "2024-02-27T00:00:00Z", "2024-03-02T00:00:00Z", 53 * time.Minute, 4},
+		{catalog.WindowMonth, "2023-12-01T00:00:00Z", "2024-03-01T00:00:00Z", 9*time.Hour + 17*time.Minute, 3},
+	} {
+		for _, format := range []Format{FormatCSV, FormatNDJSON, FormatJSON} {
+			t.Run(tc.partition+"/"+string(format), func(t *testing.T) {
+				t.Parallel()
+				start, end := mustTime(t, tc.start), mustTime(t, tc.end)
+				var times []time.Time
+				for ts := start; ts.Before(end); ts = ts.Add(tc.step) {
+					times = append(times, ts)
+				}
+				// Boundaries: the last instant of a window and the first of the next.
+				for ws := start; ws.Before(end); ws = catalog.WindowEnd(tc.partition, ws) {
+					times = append(times, ws, ws.Add(-time.Microsecond))
+				}
+				var kept []time.Time
+				for _, ts := range times {
+					if !ts.Before(start) && ts.Before(end) {
+						kept = append(kept, ts)
+					}
+				}
+				times = kept
+				rng := rand.New(rand.NewPCG(1, 2))
+				rng.Shuffle(len(times), func(i, j int) { times[i], times[j] = times[j], times[i] })
+
+				in := writeRows(t, t.TempDir(), format, times)
+				ds := metrics("w_"+tc.partition, tc.partition)
+				files, err := testEngine.PrepareIngest(context.Background(), ds, format, in, t.TempDir())
+				require.NoError(t, err)
+				require.Len(t, files, tc.wantFiles)
+
+				want := map[time.Time][]time.Time{}
+				for _, ts := range times {
+					ws := catalog.WindowStart(tc.partition, ts)
+					want[ws] = append(want[ws], ts)
+				}
+				var total int64
+				for i, f := range files {
+					if i > 0 {
+						require.True(t, files[i-1].WindowStart.Before(f.WindowStart), "files ordered by window")
+					}
+					exp := want[f.WindowStart]
+					require.NotEmpty(t, exp, "unexpected window %s", f.WindowStart)
+					sort.Slice(exp, func(i, j int) bool { return exp[i].Before(exp[j]) })
+					require.EqualValues(t, len(exp), f.RowCount)
+					require.Equal(t, exp[0], f.TimeMin)
+					require.Equal(t, exp[len(exp)-1], f.TimeMax)
+					got := readParquet(t, f.Path)
+					require.Len(t, got, len(exp))
+					for j, row := range got {
+						require.Equal(t, exp[j], row[0], "row %d of window %s sorted by time", j, f.WindowStart)
+					}
+					total += f.RowCount
+				}
+				require.EqualValues(t, len(times), total)
+			})
+		}
+	}
+}
+
+// writeRows writes rows (ts, series, value) in the given order; value is the
+// row's position.
+func writeRows(t testing.TB, dir string, format Format, times []time.Time) string {
+	t.Helper()
+	var b strings.Builder
+	switch format {
+	case FormatCSV:
+		b.WriteString("ts,series,value\n")
+	case FormatJSON:
+		b.WriteString("[")
+	}
+	for i, ts := range times {
+		s := ts.Format(time.RFC3339Nano)
+		switch format {
+		case FormatCSV:
+			fmt.Fprintf(&b, "%s,s%d,%d\n", s, i%3, i)
+		case FormatNDJSON:
+			fmt.Fprintf(&b, "{\"ts\":%q,\"series\":\"s%d\",\"value\":%d}\n", s, i%3, i)
+		case FormatJSON:
+			if i > 0 {
+				b.WriteString(",\n")
+			}
+			fmt.Fprintf(&b, "{\"ts\":%q,\"series\":\"s%d\",\"value\":%d}", s, i%3, i)
+		}
+	}
+	if format == FormatJSON {
+		b.WriteString("]")
+	}
+	return writeFile(t, dir, "rows."+string(format), b.String())
+}
+
+func TestPrepareIngestTimestampTZ(t *testing.T) {
+	t.Parallel()
+	ds := catalog.Dataset{
+		Name: "tzs",
+		Columns: []catalog.Column{
+			{Name: "at", Type: catalog.TypeTimestampTZ},
+			{Name: "local", Type: catalog.TypeTimestamp},
+		},
+		TimeColumn: "at",
+		Partition:  catalog.WindowDay,
+	}
+	// 23:30 at -02:00 is 01:30 UTC the next day; 00:30 at +02:00 is 22:30
+	// UTC the day before. A timestamp column converts offsets to UTC too.
+	in := writeFile(t, t.TempDir(), "in.csv", "at,local\n"+
+		"2024-06-01T23:30:00-02:00,2024-06-01T23:30:00-02:00\n"+
+		"2024-06-02 00:30:00+02,2024-06-02 00:30:00\n"+
+		"2024-06-02T12:00:00Z,2024-06-02T12:00:00Z\n"+
+		// Text order differs from time order: 06:00Z sorts after 05:00Z.
+		"2024-06-02T06:00:00Z,2024-06-02T06:00:00\n"+
+		"2024-06-02T10:00:00+05:00,2024-06-02T10:00:00+05:00\n")
+	files, err := testEngine.PrepareIngest(context.Background(), ds, FormatCSV, in, t.TempDir())
+	require.NoError(t, err)
+	require.Len(t, files, 2)
+	require.Equal(t, mustTime(t, "2024-06-01T00:00:00Z"), files[0].WindowStart)
+	require.Equal(t, mustTime(t, "2024-06-01T22:30:00Z"), files[0].TimeMin)
+	require.Equal(t, mustTime(t, "2024-06-02T00:00:00Z"), files[1].WindowStart)
+	require.Equal(t, mustTime(t, "2024-06-02T01:30:00Z"), files[1].TimeMin)
+	require.Equal(t, mustTime(t, "2024-06-02T12:00:00Z"), files[1].TimeMax)
+	require.Equal(t, []string{"at TIMESTAMP WITH TIME ZONE", "local TIMESTAMP"}, parquetSchema(t, files[0].Path))
+	require.Equal(t, [][]any{
+		{mustTime(t, "2024-06-02T01:30:00Z"), mustTime(t, "2024-06-02T01:30:00Z")},
+		{mustTime(t, "2024-06-02T05:00:00Z"), mustTime(t, "2024-06-02T05:00:00Z")},
+		{mustTime(t, "2024-06-02T06:00:00Z"), mustTime(t, "2024-06-02T06:00:00Z")},
+		{mustTime(t, "2024-06-02T12:00:00Z"), mustTime(t, "2024-06-02T12:00:00Z")},
+	}, readParquet(t, files[1].Path))
+	require.Equal(t, strp("2024-06-01T22:30:00Z"), files[0].Stats[0].Min)
+
+	// The Parquet column is UTC-adjusted: another reader sees the instant.
+	var isUTC bool
+	require.NoError(t, testEngine.db.QueryRow(
+		"SELECT logical_type LIKE '%isAdjustedToUTC=1%' FROM parquet_schema("+quoteString(files[0].Path)+") WHERE name = 'at'").Scan(&isUTC))
+	require.True(t, isUTC)
+}
+
+func TestPrepareIngestBadInput(t *testing.T) {
+	t.Parallel()
+	ds := allTypes(catalog.WindowDay)
+	const okCSV = "2024-01-01T00:00:00Z,,1,1,1,x,true\n"
+	const okObj = `{"ts":"2024-01-01T00:00:00Z","b":1}`
+	for _, tc := range []struct {
+		name    string
+		format  Format
+		content string
+		row     int64
+		column  string
+		msg     string
+	}{
+		{"csv unknown column", FormatCSV, "ts,nope\n2024-01-01,1\n", 0, "nope", "unknown column"},
+		{"csv duplicate column", FormatCSV, "ts,b,b\n2024-01-01,1,2\n", 0, "b", "duplicate column"},
+		{"csv missing time column", FormatCSV, "b,i\n1,2\n", 0, "ts", "missing time column"},
+		{"csv empty column name", FormatCSV, "ts,,b\n2024-01-01,1,2\n", 0, "", "column 2 has no name"},
+		{"csv empty time", FormatCSV, "ts,tz,b,i,d,s,f\n" + okCSV + ",,2,2,2,y,false\n", 2, "ts", "missing time value"},
+		{"csv wrong type", FormatCSV, "ts,tz,b,i,d,s,f\n" + okCSV + okCSV + "2024-01-01T00:00:00Z,,3,3,abc,z,true\n", 3, "d", `"abc" is not a valid double`},
+		{"csv bad boolean", FormatCSV, "ts,f\n2024-01-01,true\n2024-01-02,maybe\n", 2, "f", `"maybe" is not a valid boolean`},
+		{"csv integer overflow", FormatCSV, "ts,i\n2024-01-01,1\n2024-01-02,2147483648\n", 2, "i", "not a valid integer"},
+		{"csv bad timestamp", FormatCSV, "ts,b\n2024-01-01,1\nyesterday,2\n", 2, "ts", `"yesterday" is not a valid timestamp`},
+		{"csv bad timestamptz", FormatCSV, "ts,tz\n2024-01-01,2024-13-01\n", 1, "tz", "not a valid timestamptz"},
+		{"csv too many fields", FormatCSV, "ts,b\n2024-01-01,1\n2024-01-01,2,3\n", 2, "", "Expected Number of Columns: 2 Found: 3"},
+		{"csv too few fields", FormatCSV, "ts,b,i\n2024-01-01,1,1\n2024-01-01,2\n", 2, "", "malformed CSV"},
+		{"csv unterminated quote", FormatCSV, "ts,s\n2024-01-01,\"abc\n", 1, "", "unterminated quote"},
+		{"csv empty file", FormatCSV, "", 0, "", "empty input"},
+		{"csv header only", FormatCSV, "ts,b\n", 0, "", "no rows"},
+		{"ndjson unknown key", FormatNDJSON, okObj + "\n" + okObj + "\n" + `{"ts":"2024-01-01","zz":1}` + "\n", 3, "zz", "unknown column"},
+		{"ndjson missing time column", FormatNDJSON, `{"b":1}` + "\n" + `{"i":2}` + "\n", 0, "ts", "missing time column"},
+		{"ndjson null time", FormatNDJSON, okObj + "\n" + `{"ts":null,"b":2}` + "\n", 2, "ts", "missing time value"},
+		{"ndjson absent time", FormatNDJSON, okObj + "\n" + okObj + "\n" + `{"b":2}` + "\n", 3, "ts", "missing time value"},
+		{"ndjson empty time", FormatNDJSON, okObj + "\n" + `{"ts":"","b":2}` + "\n", 2, "ts", "missing time value"},
+		{"ndjson wrong type", FormatNDJSON, okObj + "\n" + `{"ts":"2024-01-01","b":"many"}` + "\n", 2, "b", `"many" is not a valid bigint`},
+		{"ndjson object for number", FormatNDJSON, okObj + "\n" + `{"ts":"2024-01-01","d":{"x":1}}` + "\n", 2, "d", "not a valid double"},
+		{"ndjson malformed", FormatNDJSON, okObj + "\n" + `{"ts":"2024-01-01","b":2]` + "\n" + okObj + "\n", 2, "", "malformed JSON"},
+		{"ndjson not an object", FormatNDJSON, okObj + "\n[1,2]\n", 2, "", "Expected OBJECT"},
+		{"ndjson duplicate key", FormatNDJSON, okObj + "\n" + `{"ts":"2024-01-01","b":1,"b":2}` + "\n", 2, "", "duplicate key"},
+		{"ndjson blank", FormatNDJSON, "\n\n", 0, "", "no rows"},
+		{"json unknown key", FormatJSON, "[" + okObj + ",\n" + `{"ts":"2024-01-01","Ts":1}` + "]", 2, "Ts", "unknown column"},
+		{"json wrong type", FormatJSON, "[" + okObj + "," + okObj + "," + `{"ts":"2024-01-01","i":"x"}` + "]", 3, "i", `"x" is not a valid integer`},
+		{"json malformed", FormatJSON, "[" + okObj + "," + `{"ts":"2024-01-01" "b":1}` + "]", 2, "", "malformed JSON"},
+		{"json not an array", FormatJSON, okObj, 0, "", "expected a JSON array of objects"},
+		{"json empty array", FormatJSON, "[]", 0, "", "no rows"},
+		{"json null time", FormatJSON, "[" + okObj + `,{"ts":null}]`, 2, "ts", "missing time value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := writeFile(t, t.TempDir(), "in", tc.content)
+			out := t.TempDir()
+			_, err := testEngine.PrepareIngest(context.Background(), ds, tc.format, in, out)
+			var ie *InputError
+			require.ErrorAs(t, err, &ie, "got %v", err)
+			require.Equal(t, tc.row, ie.Row, "row: %v", err)
+			require.Equal(t, tc.column, ie.Column, "column: %v", err)
+			require.Contains(t, ie.Message, tc.msg)
+			t.Log(err)
+			require.NotContains(t, ie.Error(), in, "no server path in user messages")
+			entries, err := os.ReadDir(out)
+			require.NoError(t, err)
+			require.Empty(t, entries, "no files left behind")
+		})
+	}
+}
+
+// TestPrepareIngestBadInputDeep checks that problems are found anywhere in a
+// large file, with exact row numbers, beyond any sample or buffer.
+func TestPrepareIngestBadInputDeep(t *testing.T) {
+	t.Parallel()
+	const n = 200_000
+	const badRow = 187_654
+	ds := metrics("deep", catalog.WindowDay)
+	base := mustTime(t, "2024-01-01T00:00:00Z")
+	build := func(format Format, bad func(i int) string) string {
+		var b strings.Builder
+		switch format {
+		case FormatCSV:
+			b.WriteString("ts,series,value\n")
+		case FormatJSON:
+			b.WriteString("[")
+		}
+		for i := 1; i <= n; i++ {
+			if i == badRow {
+				b.WriteString(bad(i))
+				continue
+			}
+			ts := base.Add(time.Duration(i) * time.Second).Format(time.RFC3339)
+			switch format {
+			case FormatCSV:
+				fmt.Fprintf(&b, "%s,s%d,%d.5\n", ts, i%7, i)
+			case FormatNDJSON:
+				fmt.Fprintf(&b, "{\"ts\":%q,\"series\":\"s%d\",\"value\":%d.5}\n", ts, i%7, i)
+			case FormatJSON:
+				fmt.Fprintf(&b, "{\"ts\":%q,\"series\":\"s%d\",\"value\":%d.5},\n", ts, i%7, i)
+			}
+		}
+		if format == FormatJSON {
+			b.WriteString(`{"ts":"2024-01-01T00:00:00Z"}]`)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name    string
+		format  Format
+		bad     string
+		column  string
+		message string
+	}{
+		{"csv wrong type", FormatCSV, "2024-01-02T00:00:00Z,x,notanumber\n", "value", "not a valid double"},
+		{"csv empty time", FormatCSV, ",x,1\n", "ts", "missing time value"},
+		{"csv field count", FormatCSV, "2024-01-02T00:00:00Z,x,1,2\n", "", "malformed CSV"},
+		{"ndjson unknown key", FormatNDJSON, `{"ts":"2024-01-02T00:00:00Z","extra":1}` + "\n", "extra", "unknown column"},
+		{"ndjson wrong type", FormatNDJSON, `{"ts":"2024-01-02T00:00:00Z","value":"NaNa"}` + "\n", "value", "not a valid double"},
+		{"ndjson null time", FormatNDJSON, `{"ts":null,"value":1}` + "\n", "ts", "missing time value"},
+		{"ndjson malformed", FormatNDJSON, `{"ts":"2024-01-02T00:00:00Z","value":1]` + "\n", "", "malformed JSON"},
+		{"ndjson time with offset where sample had none", FormatNDJSON, `{"ts":"2024-01-02T00:00:00+01:00","series":"x","value":1,"bad":1}` + "\n", "bad", "unknown column"},
+		{"json unknown key", FormatJSON, `{"ts":"2024-01-02T00:00:00Z","extra":1}` + ",\n", "extra", "unknown column"},
+		{"json wrong type", FormatJSON, `{"ts":"2024-01-02T00:00:00Z","value":"x1"}` + ",\n", "value", "not a valid double"},
+		{"json bad time", FormatJSON, `{"ts":"2024-01-02T25:00:00Z","value":1}` + ",\n", "ts", "not a valid timestamp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := writeFile(t, t.TempDir(), "in", build(tc.format, func(int) string { return tc.bad }))
+			_, err := testEngine.PrepareIngest(context.Background(), ds, tc.format, in, t.TempDir())
+			var ie *InputError
+			require.ErrorAs(t, err, &ie, "got %v", err)
+			require.EqualValues(t, badRow, ie.Row, "%v", err)
+			require.Equal(t, tc.column, ie.Column)
+			require.Contains(t, ie.Message, tc.message)
+		})
+	}
+}
+
+func TestPrepareIngestInternalErrors(t *testing.T) {
+	t.Parallel()
+	ds := metrics("m", catalog.WindowDay)
+	_, err := testEngine.PrepareIngest(context.Background(), ds, "xml", "/nonexistent", t.TempDir())
+	require.Error(t, err)
+	require.False(t, errors.As(err, new(*InputError)))
+
+	_, err = testEngine.PrepareIngest(context.Background(), ds, FormatCSV, "/nonexistent/in.csv", t.TempDir())
+	require.Error(t, err)
+	require.False(t, errors.As(err, new(*InputError)))
+
+	in := writeFile(t, t.TempDir(), "in.csv", "ts,value\n2024-01-01,1\n")
+	_, err = testEngine.PrepareIngest(context.Background(), ds, FormatCSV, in, "/nonexistent/out")
+	require.Error(t, err)
+	require.False(t, errors.As(err, new(*InputError)), "unwritable output is not the user's fault: %v", err)
+
+	bad := ds
+	bad.TimeColumn = "series"
+	_, err = testEngine.PrepareIngest(context.Background(), bad, FormatCSV, in, t.TempDir())
+	require.ErrorContains(t, err, "must be timestamp")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = testEngine.PrepareIngest(ctx, ds, FormatCSV, in, t.TempDir())
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestPrepareIngestConcurrent(t *testing.T) {
+	t.Parallel()
+	ds := metrics("conc", catalog.WindowHour)
+	out := t.TempDir() // shared: file names must not collide
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		go func() {
+			var times []time.Time
+			for i := 0; i < 1000; i++ {
+				times = append(times, mustTime(t, "2024-01-01T00:00:00Z").Add(time.Duration(i*w+i)*time.Second))
+			}
+			in := writeRows(t, t.TempDir(), FormatCSV, times)
+			files, err := testEngine.PrepareIngest(context.Background(), ds, FormatCSV, in, out)
+			if err == nil {
+				var n int64
+				for _, f := range files {
+					n += f.RowCount
+				}
+				if n != 1000 {
+					err = fmt.Errorf("worker %d: %d rows", w, n)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for w := 0; w < 8; w++ {
+		require.NoError(t, <-errs)
+	}
+	entries, err := os.ReadDir(out)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(entries), 8)
+}

@@ -1,0 +1,271 @@
+// Package ingest turns a request body into partition files: it spools the
+// body, has the engine parse and split it by partition window, uploads each
+// file under a fresh key and then references all of them in one manifest
+// change. Files are written before they are referenced; a failure before the
+// commit leaves at most unreferenced objects, which it deletes on a best-effort
+// basis (reconcile reclaims anything left).
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/errgroup"
+
+	"timestore/internal/catalog"
+	"timestore/internal/engine"
+	"timestore/internal/storage"
+)
+
+// UploadConcurrencyDefault is how many partition files one request uploads at once.
+const UploadConcurrencyDefault = 4
+
+// Request is one ingest call.
+type Request struct {
+	// Dataset names the dataset.
+	Dataset string
+	// Format of Body.
+	Format engine.Format
+	// Body is read to the end (bound it before, e.g. with http.MaxBytesReader).
+	Body io.Reader
+	// IdempotencyKey, when set, makes a retried request a no-op returning the first result.
+	IdempotencyKey string
+	// Actor is recorded in the audit log.
+	Actor string
+}
+
+// Result is what an ingest did (or, on a replay, what the first request did).
+type Result struct {
+	RowsWritten       int64 `json:"rows_written"`
+	PartitionsWritten int64 `json:"partitions_written"`
+	ManifestVersion   int64 `json:"manifest_version"`
+	Replayed          bool  `json:"replayed,omitempty"`
+}
+
+// Options configures a Service.
+type Options struct {
+	Store   *catalog.Store
+	Targets *storage.Targets
+	Engine  *engine.Engine
+	// TempDir holds spooled bodies and parquet files before upload.
+	TempDir string
+	Logger  *slog.Logger
+	// Registerer receives the ingest metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// UploadConcurrency defaults to UploadConcurrencyDefault.
+	UploadConcurrency int
+	// AfterUpload, when set, runs after every file is uploaded and before the
+	// commit; an error aborts the ingest there. A fault-injection point for tests.
+	AfterUpload func(ctx context.Context, files []catalog.PartitionFile) error
+}
+
+// Service ingests rows.
+type Service struct {
+	opts    Options
+	metrics *metrics
+}
+
+type metrics struct {
+	rows     *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+// New returns a Service.
+func New(opts Options) *Service {
+	if opts.UploadConcurrency <= 0 {
+		opts.UploadConcurrency = UploadConcurrencyDefault
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := promauto.With(opts.Registerer)
+	return &Service{opts: opts, metrics: &metrics{
+		rows: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_ingest_rows_total", Help: "Rows ingested and committed, by dataset.",
+		}, []string{"dataset"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_ingest_requests_total", Help: "Ingest requests by outcome (ok, replayed, invalid, error).",
+		}, []string{"outcome"}),
+		bytes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_ingest_written_bytes_total", Help: "Parquet bytes written by ingest, by dataset.",
+		}, []string{"dataset"}),
+		duration: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "timestore_ingest_duration_seconds", Help: "Duration of successful ingest requests.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+	}}
+}
+
+// Ingest runs one request. Bad input comes back as *engine.InputError and
+// changes nothing.
+func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err error) {
+	start := time.Now()
+	defer func() {
+		outcome := "ok"
+		var ie *engine.InputError
+		switch {
+		case errors.As(err, &ie):
+			outcome = "invalid"
+		case err != nil:
+			outcome = "error"
+		case res.Replayed:
+			outcome = "replayed"
+		}
+		s.metrics.requests.WithLabelValues(outcome).Inc()
+		if err == nil && !res.Replayed {
+			s.metrics.duration.Observe(time.Since(start).Seconds())
+		}
+	}()
+
+	ds, err := s.opts.Store.GetDataset(ctx, req.Dataset)
+	if err != nil {
+		return Result{}, err
+	}
+	work, err := os.MkdirTemp(s.opts.TempDir, "ingest-")
+	if err != nil {
+		return Result{}, fmt.Errorf("ingest: temp dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	bodyPath, hash, size, err := spool(req.Body, work)
+	if err != nil {
+		return Result{}, err
+	}
+	if size == 0 {
+		return Result{}, &engine.InputError{Message: "empty body: send at least one row"}
+	}
+	if req.IdempotencyKey != "" {
+		rec, found, err := s.opts.Store.LookupIdempotency(ctx, ds.ID, req.IdempotencyKey)
+		if err != nil {
+			return Result{}, err
+		}
+		if found {
+			if rec.RequestHash != hash {
+				return Result{}, catalog.ErrIdempotencyMismatch
+			}
+			return Result{RowsWritten: rec.RowsWritten, PartitionsWritten: rec.PartitionsWritten, ManifestVersion: rec.Version, Replayed: true}, nil
+		}
+	}
+
+	outDir := work + "/out"
+	if err := os.Mkdir(outDir, 0o700); err != nil {
+		return Result{}, fmt.Errorf("ingest: %w", err)
+	}
+	windows, err := s.opts.Engine.PrepareIngest(ctx, ds, req.Format, bodyPath, outDir)
+	if err != nil {
+		return Result{}, err
+	}
+	target, err := s.opts.Targets.Get(ds.Target)
+	if err != nil {
+		return Result{}, fmt.Errorf("ingest into %s: %w", ds.Name, err)
+	}
+
+	files, err := s.upload(ctx, ds, target, windows)
+	if err == nil && s.opts.AfterUpload != nil {
+		err = s.opts.AfterUpload(ctx, files)
+	}
+	var cr catalog.CommitResult
+	if err == nil {
+		cr, err = s.opts.Store.Commit(ctx, catalog.Change{
+			Dataset:        ds.Name,
+			Operation:      catalog.OpIngest,
+			Actor:          req.Actor,
+			Add:            files,
+			IdempotencyKey: req.IdempotencyKey,
+			RequestHash:    hash,
+			Summary:        map[string]any{"format": string(req.Format), "body_bytes": size},
+		})
+	}
+	if err != nil || cr.Replayed {
+		// Not referenced: remove what we uploaded. Detached, so a cancelled
+		// request still cleans up; reconcile reclaims whatever this misses.
+		s.deleteUnreferenced(target, files)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if !cr.Replayed {
+		s.metrics.rows.WithLabelValues(ds.Name).Add(float64(cr.RowsWritten))
+		var written int64
+		for _, f := range files {
+			written += f.SizeBytes
+		}
+		s.metrics.bytes.WithLabelValues(ds.Name).Add(float64(written))
+		s.opts.Logger.InfoContext(ctx, "ingested", "dataset", ds.Name, "rows", cr.RowsWritten,
+			"partitions", cr.PartitionsWritten, "manifest_version", cr.Version, "duration", time.Since(start))
+	}
+	return Result{RowsWritten: cr.RowsWritten, PartitionsWritten: cr.PartitionsWritten, ManifestVersion: cr.Version, Replayed: cr.Replayed}, nil
+}
+
+// spool copies the body to a file, returning its path, sha256 and size.
+func spool(body io.Reader, dir string) (string, string, int64, error) {
+	f, err := os.CreateTemp(dir, "body-")
+	if err != nil {
+		return "", "", 0, fmt.Errorf("ingest: spool body: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), body)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("ingest: read body: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", "", 0, fmt.Errorf("ingest: spool body: %w", err)
+	}
+	return f.Name(), "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func (s *Service) upload(ctx context.Context, ds catalog.Dataset, target *storage.Target, windows []engine.WindowFile) ([]catalog.PartitionFile, error) {
+	files := make([]catalog.PartitionFile, len(windows))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.opts.UploadConcurrency)
+	for i, w := range windows {
+		pf := w.PartitionFile
+		pf.Target = target.Name
+		pf.Key = storage.PartitionKey(ds.Name, ds.Partition, pf.WindowStart, storage.NewObjectID())
+		g.Go(func() error {
+			size, sum, err := target.PutFile(gctx, pf.Key, w.Path)
+			if err != nil {
+				return fmt.Errorf("upload %s: %w", pf.Key, err)
+			}
+			pf.SizeBytes = size
+			pf.Checksum = sum
+			files[i] = pf
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err != nil {
+		// Keep only the entries that were uploaded so they get cleaned up.
+		var done []catalog.PartitionFile
+		for _, f := range files {
+			if f.Key != "" {
+				done = append(done, f)
+			}
+		}
+		return done, err
+	}
+	return files, nil
+}
+
+func (s *Service) deleteUnreferenced(target *storage.Target, files []catalog.PartitionFile) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, f := range files {
+		if err := target.Delete(ctx, f.Key); err != nil && !errors.Is(err, storage.ErrNotExist) {
+			s.opts.Logger.Warn("could not delete unreferenced object; reconcile will reclaim it",
+				"target", target.Name, "key", f.Key, "error", err)
+		}
+	}
+}
