@@ -52,3 +52,19 @@ ensure_versitygw() {
 	fi
 	export TIMESTORE_VERSITYGW="$bin"
 }
+
+# ensure_test_tools installs the Debian packages the tests drive: promtool
+# (package prometheus) checks metrics and alert rules; chromium loads the jobs UI.
+ensure_test_tools() {
+	local missing=()
+	command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+	command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+		log "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
+		return 1
+	fi
+	log "installing ${missing[*]} from Debian's packages (once)"
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ensure_postgres
 ensure_versitygw
+ensure_test_tools
 export TIMESTORE_TEST_DATABASE_URL=${TIMESTORE_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable}
 
 log "go vet"

@@ -68,6 +68,8 @@ func classify(err error) (int, ErrorBody) {
 	case errors.As(err, &ie):
 		body.Error.Row, body.Error.Column = ie.Row, ie.Column
 		return set(http.StatusBadRequest, CodeInvalidInput, ie.Error())
+	case errors.Is(err, catalog.ErrInvalid):
+		return set(http.StatusBadRequest, CodeBadRequest, err.Error())
 	case errors.Is(err, catalog.ErrNotFound):
 		return set(http.StatusNotFound, CodeNotFound, err.Error())
 	case errors.Is(err, catalog.ErrExists), errors.Is(err, catalog.ErrConflict), errors.Is(err, catalog.ErrIdempotencyMismatch):

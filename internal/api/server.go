@@ -52,9 +52,10 @@ type Options struct {
 	AdminEnabled bool
 	// MaxBodyBytes bounds an ingest body. Defaults to MaxBodyBytesDefault.
 	MaxBodyBytes int64
-	// Admin mounts extra admin routes (lifecycle operations, the jobs UI) on the
-	// given mux under /admin/; they are served behind the admin auth.
-	Admin func(mux *http.ServeMux)
+	// Jobs runs and inspects lifecycle jobs for /admin/v1; nil answers 503 there.
+	Jobs Jobs
+	// AdminUI is the jobs web UI served at /admin/ui/ behind the admin auth.
+	AdminUI http.Handler
 }
 
 // Server is the HTTP handler.
@@ -89,7 +90,10 @@ func New(opts Options) *Server {
 
 	mux := http.NewServeMux()
 	handle := func(pattern string, h func(http.ResponseWriter, *http.Request) error, auth func(http.Handler) http.Handler) {
-		_, route, _ := strings.Cut(pattern, " ")
+		route := pattern
+		if _, r, ok := strings.Cut(pattern, " "); ok {
+			route = r
+		}
 		var hh http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
 				s.writeError(w, r, err)
@@ -116,11 +120,7 @@ func New(opts Options) *Server {
 	handle("GET /v1/datasets/{name}/partitions", s.listPartitions, v1)
 
 	if opts.AdminEnabled {
-		admin := http.NewServeMux()
-		if opts.Admin != nil {
-			opts.Admin(admin)
-		}
-		mux.Handle("/admin/", s.instrument("/admin/", s.requireAdmin(admin)))
+		s.adminRoutes(mux, handle)
 	} else {
 		mux.Handle("/admin/", s.instrument("/admin/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, &httpError{http.StatusForbidden, CodeForbidden,

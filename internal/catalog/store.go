@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// MaxConnsDefault is the connection pool size unless the database URL sets pool_max_conns.
+const MaxConnsDefault = 16
 
 // Store is the Postgres catalog. Every table lives in the schema "timestore".
 // A Store is safe for concurrent use.
@@ -23,6 +27,13 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("open catalog: parse database url: %w", err)
+	}
+	// pgxpool's default (4 or the core count) is too small for a process that
+	// serves queries (each holds a connection while it takes its lease), runs
+	// jobs and keeps one connection listening for River; pool_max_conns in the
+	// URL still wins.
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = MaxConnsDefault
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -36,11 +36,12 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 
 // globals are the flags shared by client commands.
 type globals struct {
-	server string
-	token  string
-	output string
-	stdout io.Writer
-	stderr io.Writer
+	server       string
+	token        string
+	tokenFlagSet bool
+	output       string
+	stdout       io.Writer
+	stderr       io.Writer
 }
 
 func (g *globals) client() *client.Client { return client.New(g.server, g.token) }
@@ -70,7 +71,13 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newIngestCmd(g),
 		newQueryCmd(g),
 		newPartitionsCmd(g),
+		newMaintenanceCmd(g),
+		newJobsCmd(g),
+		newAuditCmd(g),
 	)
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		g.tokenFlagSet = cmd.Flags().Changed("token")
+	}
 	return root
 }
 

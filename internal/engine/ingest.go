@@ -57,6 +57,22 @@ type WindowFile struct {
 // CSV or JSON, no rows. Every other error is internal. On error no file is
 // left in outDir. Concurrent calls are safe.
 func (e *Engine) PrepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
+	ctx, span := e.startSpan(ctx, spanPrepareIngest, attrDataset.String(ds.Name), attrFormat.String(string(format)))
+	files, err := e.prepareIngest(ctx, ds, format, inputPath, outDir)
+	var rows, size int64
+	for _, f := range files {
+		rows += f.RowCount
+		size += f.SizeBytes
+	}
+	if fi, serr := os.Stat(inputPath); serr == nil {
+		span.SetAttributes(attrInputBytes.Int64(fi.Size()))
+	}
+	span.SetAttributes(attrRows.Int64(rows), attrWindows.Int(len(files)), attrBytes.Int64(size))
+	endSpan(span, err)
+	return files, err
+}
+
+func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
 	if err := e.checkOpen(); err != nil {
 		return nil, err
 	}

@@ -60,6 +60,13 @@ type ColumnInfo struct {
 // not parse or bind, reads a forbidden file or runs past req.Timeout fails
 // with *SQLError. Other errors are internal. The caller must Close the Rows.
 func (e *Engine) Query(ctx context.Context, req QueryRequest) (*Rows, error) {
+	ctx, span := e.startSpan(ctx, spanQuery, attrDataset.String(req.Dataset.Name), attrFiles.Int(len(req.Files)))
+	rows, err := e.query(ctx, req)
+	endSpan(span, err)
+	return rows, err
+}
+
+func (e *Engine) query(ctx context.Context, req QueryRequest) (*Rows, error) {
 	if err := e.checkOpen(); err != nil {
 		return nil, err
 	}

@@ -168,6 +168,14 @@ func toInt64(v any) (int64, error) {
 // min, max and null count. WindowStart is the window of the earliest row.
 // Target, Key, Checksum and Level are left empty.
 func (e *Engine) FileStats(ctx context.Context, ds catalog.Dataset, path string) (catalog.PartitionFile, error) {
+	ctx, span := e.startSpan(ctx, spanFileStats, attrDataset.String(ds.Name))
+	pf, err := e.fileStats(ctx, ds, path)
+	span.SetAttributes(attrRows.Int64(pf.RowCount), attrBytes.Int64(pf.SizeBytes))
+	endSpan(span, err)
+	return pf, err
+}
+
+func (e *Engine) fileStats(ctx context.Context, ds catalog.Dataset, path string) (catalog.PartitionFile, error) {
 	if err := e.checkOpen(); err != nil {
 		return catalog.PartitionFile{}, err
 	}

@@ -15,14 +15,21 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
+	"go.opentelemetry.io/otel/trace"
+	"riverqueue.com/riverui"
 
 	"timestore/internal/api"
 	"timestore/internal/catalog"
 	"timestore/internal/config"
 	"timestore/internal/engine"
 	"timestore/internal/ingest"
+	"timestore/internal/jobs"
 	"timestore/internal/query"
+	"timestore/internal/reconcile"
 	"timestore/internal/storage"
+	"timestore/internal/telemetry"
 )
 
 // ShutdownTimeoutDefault bounds a graceful shutdown.
@@ -38,7 +45,12 @@ type Server struct {
 	Engine  *engine.Engine
 	Ingest  *ingest.Service
 	Query   *query.Service
+	Jobs    *jobs.Service
 	API     *api.Server
+
+	tracer        trace.TracerProvider
+	traceShutdown func(context.Context) error
+	ui            *riverui.Handler
 }
 
 // Options are the hooks a caller (tests, mostly) may set beside Config.
@@ -47,6 +59,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// AfterUpload is passed to the ingest service (fault injection in tests).
 	AfterUpload func(ctx context.Context, files []catalog.PartitionFile) error
+	// Jobs adjusts the job service's options before it is built (tests:
+	// short intervals, extra tasks, a controllable clock).
+	Jobs func(*jobs.Options)
+	// TracerProvider overrides the one configured from OTEL_* variables (tests).
+	TracerProvider trace.TracerProvider
 }
 
 // New opens every component. The catalog must have been migrated.
@@ -74,13 +91,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			s.Close()
 		}
 	}()
+	s.tracer = opts.TracerProvider
+	if s.tracer == nil {
+		if s.tracer, s.traceShutdown, err = telemetry.SetupTracing(ctx, "timestore", os.Environ()); err != nil {
+			return nil, err
+		}
+	}
 	if s.Store, err = catalog.Open(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
+	reg.MustRegister(catalog.NewCollector(s.Store, log))
 	if s.Targets, err = storage.NewTargets(ctx, dataDir, cfg.Targets); err != nil {
 		return nil, err
 	}
-	if s.Cache, err = storage.NewCache(filepath.Join(dataDir, "cache"), cfg.CacheMaxBytes, reg); err != nil {
+	if err = s.Targets.WithTracing(s.tracer); err != nil {
+		return nil, err
+	}
+	if s.Cache, err = storage.NewCache(filepath.Join(dataDir, "cache"), cfg.CacheMaxBytes, reg, storage.WithCacheLogger(log)); err != nil {
 		return nil, err
 	}
 	if s.Engine, err = engine.New(engine.Config{
@@ -90,6 +117,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}); err != nil {
 		return nil, err
 	}
+	s.Engine.SetTracerProvider(s.tracer)
 	s.Ingest = ingest.New(ingest.Options{
 		Store: s.Store, Targets: s.Targets, Engine: s.Engine, TempDir: tmpDir,
 		Logger: log, Registerer: reg, AfterUpload: opts.AfterUpload,
@@ -98,12 +126,42 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Store: s.Store, Targets: s.Targets, Cache: s.Cache, Engine: s.Engine,
 		Logger: log, Registerer: reg, Timeout: cfg.QueryTimeout,
 	})
+
+	recon, err := reconcile.New(reconcile.Options{Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	jopts := jobs.Options{
+		Store:      s.Store,
+		Logger:     log,
+		Registerer: reg,
+		Tasks:      []jobs.Task{recon},
+		Workers:    true,
+		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,
+		})},
+	}
+	if opts.Jobs != nil {
+		opts.Jobs(&jopts)
+	}
+	if s.Jobs, err = jobs.New(jopts); err != nil {
+		return nil, err
+	}
+	if s.ui, err = riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(s.Jobs.Client(), nil),
+		Logger:    log.With("component", "riverui"),
+		Prefix:    "/admin/ui",
+	}); err != nil {
+		return nil, fmt.Errorf("jobs UI: %w", err)
+	}
+
 	adminEnabled := cfg.AdminToken != "" || cfg.ListensOnLoopback()
 	if !adminEnabled {
 		log.Warn("admin routes disabled: listening on a non-loopback address without TIMESTORE_ADMIN_TOKEN", "listen", cfg.Listen)
 	}
 	s.API = api.New(api.Options{
 		Store: s.Store, Targets: s.Targets, Ingest: s.Ingest, Query: s.Query,
+		Jobs: s.Jobs, AdminUI: s.ui,
 		Logger: log, Registerer: reg, Gatherer: reg,
 		Token: cfg.Token, AdminToken: cfg.AdminToken, AdminEnabled: adminEnabled,
 		MaxBodyBytes: cfg.MaxBodyBytes,
@@ -111,10 +169,38 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	return s, nil
 }
 
-// Serve answers HTTP on ln until ctx ends, then shuts down gracefully.
+// Handler is the HTTP handler with tracing around the API.
+func (s *Server) Handler() http.Handler { return telemetry.HTTPMiddleware(s.tracer, s.API) }
+
+// Start starts the background work: the lifecycle job workers and scheduler,
+// and the jobs UI's background processes. Stop with Stop.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.Jobs.Start(ctx); err != nil {
+		return fmt.Errorf("start jobs: %w", err)
+	}
+	if err := s.ui.Start(ctx); err != nil {
+		return fmt.Errorf("start jobs UI: %w", err)
+	}
+	return nil
+}
+
+// Stop stops the job workers, letting running jobs finish within the soft
+// stop timeout.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.Jobs == nil {
+		return nil
+	}
+	return s.Jobs.Stop(ctx)
+}
+
+// Serve starts the background work, answers HTTP on ln until ctx ends, then
+// shuts down gracefully: HTTP first, then the job workers.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
 	hs := &http.Server{
-		Handler:           s.API,
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
@@ -122,17 +208,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.Log.Info("serving", "address", ln.Addr().String(), "targets", s.Targets.Names())
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeoutDefault)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
+		serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))
 	}
-	return nil
+	if err := s.Stop(sctx); err != nil {
+		serveErr = errors.Join(serveErr, fmt.Errorf("stop jobs: %w", err))
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
 }
 
 // Close releases every component.
@@ -146,6 +238,13 @@ func (s *Server) Close() {
 	if s.Store != nil {
 		s.Store.Close()
 	}
+	if s.traceShutdown != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.traceShutdown(ctx); err != nil {
+			s.Log.Warn("flush traces", "error", err)
+		}
+	}
 }
 
 // Migrate applies the catalog migrations.
@@ -155,5 +254,8 @@ func Migrate(ctx context.Context, databaseURL string) error {
 		return err
 	}
 	defer st.Close()
-	return st.Migrate(ctx)
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	return jobs.Migrate(ctx, st.Pool())
 }

@@ -10,13 +10,16 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"timestore/internal/catalog"
 	"timestore/internal/client"
 	"timestore/internal/config"
+	"timestore/internal/jobs"
 	"timestore/internal/server"
 	"timestore/internal/testutil/pgtest"
 	"timestore/internal/testutil/s3test"
@@ -32,6 +35,13 @@ type Options struct {
 	MaxBodyBytes int64
 	// Configure changes the config before the server starts.
 	Configure func(*config.Config)
+	// Jobs changes the job service's options; by default jobs run with
+	// River's test intervals and a 1s scheduler interval.
+	Jobs func(*jobs.Options)
+	// NoWorkers leaves the job workers and scheduler stopped.
+	NoWorkers bool
+	// TracerProvider receives the server's spans (e.g. an in-memory recorder).
+	TracerProvider trace.TracerProvider
 }
 
 // Bundle is a running test server.
@@ -77,11 +87,25 @@ func Start(t testing.TB, o Options) *Bundle {
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(ctx, cfg, log, server.Options{Registry: reg, AfterUpload: o.AfterUpload})
+	srv, err := server.New(ctx, cfg, log, server.Options{Registry: reg, AfterUpload: o.AfterUpload, TracerProvider: o.TracerProvider, Jobs: func(jo *jobs.Options) {
+		jo.TestOnly = true
+		jo.SchedulerInterval = time.Second
+		if o.Jobs != nil {
+			o.Jobs(jo)
+		}
+	}})
 	require.NoError(t, err)
-	hs := httptest.NewServer(srv.API)
+	if !o.NoWorkers {
+		require.NoError(t, srv.Start(ctx))
+	}
+	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		hs.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Stop(sctx); err != nil {
+			t.Logf("stop jobs: %v", err)
+		}
 		srv.Close()
 	})
 	return &Bundle{Server: srv, HTTP: hs, Client: client.New(hs.URL, cfg.Token), Registry: reg, DBURL: dbURL}

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"weak"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// TracerName is the instrumentation scope of the engine's spans.
+const TracerName = "timestore/internal/engine"
+
+// Span names and attribute keys of the engine's spans.
+const (
+	spanPrepareIngest = "duckdb.prepare_ingest"
+	spanQuery         = "duckdb.query"
+	spanFileStats     = "duckdb.file_stats"
+
+	attrDBSystem   = attribute.Key("db.system.name")
+	attrDataset    = attribute.Key("timestore.dataset")
+	attrFormat     = attribute.Key("timestore.ingest.format")
+	attrInputBytes = attribute.Key("timestore.ingest.input_bytes")
+	attrRows       = attribute.Key("timestore.rows")
+	attrWindows    = attribute.Key("timestore.ingest.windows")
+	attrFiles      = attribute.Key("timestore.query.files")
+	attrBytes      = attribute.Key("timestore.bytes")
+	attrUserError  = attribute.Key("timestore.user_error")
+)
+
+var noopTracer = noop.NewTracerProvider().Tracer(TracerName)
+
+// tracers holds the tracer of each Engine that has one. It is a side table
+// rather than a field so that tracing stays in this file; its keys are weak,
+// and an entry is dropped once its Engine is garbage.
+var tracers sync.Map // weak.Pointer[Engine] → trace.Tracer
+
+// SetTracerProvider makes the engine trace its DuckDB work with tp:
+// duckdb.prepare_ingest, duckdb.query and duckdb.file_stats spans, children
+// of the span in the caller's context. Without it (or with a nil tp) the
+// engine records no spans. Call it before the engine is used; it is safe for
+// concurrent use all the same.
+func (e *Engine) SetTracerProvider(tp trace.TracerProvider) {
+	key := weak.Make(e)
+	if tp == nil {
+		tracers.Delete(key)
+		return
+	}
+	if _, loaded := tracers.Swap(key, tp.Tracer(TracerName)); !loaded {
+		runtime.AddCleanup(e, func(k weak.Pointer[Engine]) { tracers.Delete(k) }, key)
+	}
+}
+
+func (e *Engine) tracer() trace.Tracer {
+	if t, ok := tracers.Load(weak.Make(e)); ok {
+		return t.(trace.Tracer)
+	}
+	return noopTracer
+}
+
+// startSpan starts an internal span of the engine.
+func (e *Engine) startSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	attrs = append(attrs, attrDBSystem.String("duckdb"))
+	return e.tracer().Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+// endSpan records err and ends span. Errors of the user's input or SQL
+// (*InputError, *SQLError other than a timeout) are recorded as events with
+// timestore.user_error set, but leave the status unset: they are answered
+// with a 4xx, not a failure of the engine.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		var ie *InputError
+		var se *SQLError
+		if errors.As(err, &ie) || errors.As(err, &se) && !errors.Is(err, context.DeadlineExceeded) {
+			span.SetAttributes(attrUserError.Bool(true))
+		} else {
+			span.SetStatus(codes.Error, err.Error())
+		}
+	}
+	span.End()
+}

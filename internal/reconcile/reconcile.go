@@ -1,0 +1,353 @@
+// Package reconcile compares what the storage targets hold with what the
+// catalog references, for one dataset at a time. Objects that no partition
+// references and that are older than a safety age are orphans (left by a
+// crash between upload and commit, or a failed cleanup); they are deleted
+// unless it is a dry run, each deletion audited. Partitions whose object is
+// missing are reported loudly (error log, gauge, job output) and never
+// dropped from the catalog: that takes a person.
+//
+// It is the reconcile lifecycle job: Task implements jobs.Task.
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"timestore/internal/catalog"
+	"timestore/internal/jobs"
+	"timestore/internal/storage"
+)
+
+// SafetyAgeDefault is how old an unreferenced object must be before
+// reconcile deletes it. An ingest uploads its files before it commits them;
+// the safety age must exceed the longest such gap. Zero is not allowed: it
+// would delete the files of ingests in flight.
+const SafetyAgeDefault = time.Hour
+
+// MaxListedKeys caps each list of keys in a Report; the counts are complete.
+const MaxListedKeys = 100
+
+// ActionDeleteOrphan is the audit action of each orphan deletion.
+const ActionDeleteOrphan = "reconcile.delete_orphan"
+
+// Options configures a Task.
+type Options struct {
+	// Store is the catalog. Required.
+	Store *catalog.Store
+	// Targets are the storage targets. Required.
+	Targets *storage.Targets
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Registerer receives the reconcile metrics. Defaults to none.
+	Registerer prometheus.Registerer
+	// SafetyAge is how old an unreferenced object must be to be deleted.
+	// Defaults to SafetyAgeDefault.
+	SafetyAge time.Duration
+	// Now is the clock objects' ages are measured with. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Task reconciles datasets. It is safe for concurrent use.
+type Task struct {
+	opts    Options
+	metrics *metrics
+}
+
+var _ jobs.Task = (*Task)(nil)
+
+type metrics struct {
+	found        *prometheus.CounterVec
+	deleted      *prometheus.CounterVec
+	bytesDeleted *prometheus.CounterVec
+	missing      *prometheus.GaugeVec
+}
+
+// New returns a Task.
+func New(opts Options) (*Task, error) {
+	switch {
+	case opts.Store == nil || opts.Targets == nil:
+		return nil, errors.New("reconcile: Store and Targets are required")
+	case opts.SafetyAge < 0:
+		return nil, fmt.Errorf("reconcile: SafetyAge must be positive, not %s", opts.SafetyAge)
+	}
+	if opts.SafetyAge == 0 {
+		opts.SafetyAge = SafetyAgeDefault
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	f := promauto.With(opts.Registerer)
+	labels := []string{"dataset", "target"}
+	return &Task{opts: opts, metrics: &metrics{
+		found: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_reconcile_orphans_found_total",
+			Help: "Unreferenced objects older than the safety age found by reconcile runs (not dry runs), by dataset and target.",
+		}, labels),
+		deleted: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_reconcile_orphans_deleted_total",
+			Help: "Orphan objects deleted by reconcile, by dataset and target.",
+		}, labels),
+		bytesDeleted: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "timestore_reconcile_orphan_bytes_deleted_total",
+			Help: "Bytes of orphan objects deleted by reconcile, by dataset and target.",
+		}, labels),
+		missing: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "timestore_missing_objects",
+			Help: "Partitions (live or removed, not purged) whose object the last reconcile did not find on its target, by dataset and target.",
+		}, labels),
+	}}, nil
+}
+
+// Kind implements jobs.Task.
+func (t *Task) Kind() string { return jobs.KindReconcile }
+
+// Plan implements jobs.Task: the report of a reconcile that deletes nothing.
+func (t *Task) Plan(ctx context.Context, dataset string) (any, error) {
+	return t.Reconcile(ctx, dataset, true, "", t.opts.Logger.With("kind", jobs.KindReconcile, "dataset", dataset))
+}
+
+// Run implements jobs.Task: reconcile, deleting orphans. The summary is the
+// Report.
+func (t *Task) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
+	r, err := t.Reconcile(ctx, dataset, false, job.Actor, job.Logger)
+	m, merr := r.Map()
+	if err == nil {
+		err = merr
+	}
+	return m, err
+}
+
+// MissingReport is a reference whose object is missing.
+type MissingReport struct {
+	Target      string `json:"target"`
+	Key         string `json:"key"`
+	PartitionID int64  `json:"partition_id"`
+	State       string `json:"state"`
+	SizeBytes   int64  `json:"size_bytes"`
+}
+
+// Report is what a reconcile found and did. Key lists hold at most
+// MaxListedKeys entries each; the counts are complete.
+type Report struct {
+	Dataset   string   `json:"dataset"`
+	DryRun    bool     `json:"dry_run"`
+	SafetyAge string   `json:"safety_age"`
+	Targets   []string `json:"targets"`
+	// ObjectsScanned counts the objects listed (and checked individually).
+	ObjectsScanned int `json:"objects_scanned"`
+	// Referenced counts the catalog's references (partitions not purged).
+	Referenced int `json:"referenced"`
+	// OrphansFound counts unreferenced partition objects older than the
+	// safety age; OrphanBytes sums their sizes.
+	OrphansFound int   `json:"orphans_found"`
+	OrphanBytes  int64 `json:"orphan_bytes"`
+	// OrphansDeleted and BytesReclaimed: what this run deleted (zero in a
+	// dry run).
+	OrphansDeleted int   `json:"orphans_deleted"`
+	BytesReclaimed int64 `json:"bytes_reclaimed"`
+	// OrphansYoung counts unreferenced objects kept because they are younger
+	// than the safety age.
+	OrphansYoung int `json:"orphans_young"`
+	// Foreign counts unreferenced objects that are not shaped like partition
+	// objects; they are never deleted.
+	Foreign int `json:"foreign"`
+	// Missing counts references whose object was not found.
+	Missing        int             `json:"missing"`
+	Orphans        []Object        `json:"orphans,omitempty"`
+	YoungOrphans   []Object        `json:"young_orphans,omitempty"`
+	ForeignObjects []Object        `json:"foreign_objects,omitempty"`
+	MissingObjects []MissingReport `json:"missing_objects,omitempty"`
+}
+
+// Map returns the report as a JSON-shaped map (a job's output).
+func (r Report) Map() (map[string]any, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Reconcile compares the dataset's targets with the catalog and, unless
+// dryRun, deletes the orphans, auditing each deletion as actor. It returns the
+// report also when it fails part way (with what was done so far).
+//
+// The references are read before and after the listing (see Compare), and
+// each orphan is deleted only after that, so an object committed while the
+// listing ran is never taken for an orphan. Errors: catalog.ErrNotFound for
+// an unknown dataset; listing, deletion and audit failures.
+func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor string, log *slog.Logger) (Report, error) {
+	if log == nil {
+		log = t.opts.Logger
+	}
+	r := Report{Dataset: dataset, DryRun: dryRun, SafetyAge: t.opts.SafetyAge.String()}
+	d, err := t.opts.Store.GetDataset(ctx, dataset)
+	if err != nil {
+		return r, err
+	}
+	before, err := t.opts.Store.ObjectRefs(ctx, d.Name)
+	if err != nil {
+		return r, err
+	}
+	targets := []string{d.Target}
+	for _, ref := range before {
+		if !slices.Contains(targets, ref.Target) {
+			targets = append(targets, ref.Target)
+		}
+	}
+	slices.Sort(targets)
+	r.Targets = targets
+
+	listed, err := t.list(ctx, d.Name, targets, before)
+	if err != nil {
+		return r, err
+	}
+	after, err := t.opts.Store.ObjectRefs(ctx, d.Name)
+	if err != nil {
+		return r, err
+	}
+	now := t.opts.Now()
+	c := Compare(d.Name, before, after, listed, now, t.opts.SafetyAge)
+	r.ObjectsScanned, r.Referenced = c.Scanned, len(after)
+	r.OrphansFound, r.OrphansYoung, r.Foreign, r.Missing = len(c.Orphans), len(c.Young), len(c.Foreign), len(c.Missing)
+	r.Orphans, r.YoungOrphans, r.ForeignObjects = capped(c.Orphans), capped(c.Young), capped(c.Foreign)
+	for _, o := range c.Orphans {
+		r.OrphanBytes += o.Size
+	}
+	t.reportMissing(d.Name, targets, c.Missing, &r, log)
+	if len(c.Young) > 0 {
+		log.Info("unreferenced objects younger than the safety age kept", "count", len(c.Young), "safety_age", t.opts.SafetyAge)
+	}
+	if len(c.Foreign) > 0 {
+		log.Warn("objects under the dataset prefix that are not partition objects; left alone", "count", len(c.Foreign))
+	}
+	if dryRun {
+		return r, nil
+	}
+	for _, o := range c.Orphans {
+		t.metrics.found.WithLabelValues(d.Name, o.Target).Inc()
+	}
+	for _, o := range c.Orphans {
+		deleted, err := t.deleteOrphan(ctx, d.Name, o, now, actor, log)
+		if deleted {
+			r.OrphansDeleted++
+			r.BytesReclaimed += o.Size
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	log.Info("reconciled", "targets", targets, "objects_scanned", r.ObjectsScanned, "orphans_deleted", r.OrphansDeleted,
+		"bytes_reclaimed", r.BytesReclaimed, "young", r.OrphansYoung, "missing", r.Missing)
+	return r, nil
+}
+
+// list lists the dataset's prefix on every target and checks, one by one,
+// the referenced objects outside that prefix.
+func (t *Task) list(ctx context.Context, dataset string, targets []string, refs []catalog.ObjectRef) ([]Object, error) {
+	var listed []Object
+	byName := map[string]*storage.Target{}
+	for _, name := range targets {
+		tg, err := t.opts.Targets.Get(name)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile %s: %w", dataset, err)
+		}
+		byName[name] = tg
+		err = tg.List(ctx, Prefix(dataset), func(o storage.ObjectInfo) error {
+			listed = append(listed, Object{Target: name, Key: o.Key, Size: o.Size, ModTime: o.ModTime})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reconcile %s: list target %s: %w", dataset, name, err)
+		}
+	}
+	for _, ref := range refs {
+		if strings.HasPrefix(ref.Key, Prefix(dataset)) {
+			continue
+		}
+		info, err := byName[ref.Target].Attributes(ctx, ref.Key)
+		switch {
+		case errors.Is(err, storage.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("reconcile %s: check %s on target %s: %w", dataset, ref.Key, ref.Target, err)
+		default:
+			listed = append(listed, Object{Target: ref.Target, Key: ref.Key, Size: info.Size, ModTime: info.ModTime})
+		}
+	}
+	return listed, nil
+}
+
+// reportMissing logs each missing object at error level, sets the gauge per
+// target and fills the report.
+func (t *Task) reportMissing(dataset string, targets []string, missing []catalog.ObjectRef, r *Report, log *slog.Logger) {
+	perTarget := map[string]int{}
+	for i, m := range missing {
+		perTarget[m.Target]++
+		if i < MaxListedKeys {
+			r.MissingObjects = append(r.MissingObjects, MissingReport{
+				Target: m.Target, Key: m.Key, PartitionID: m.PartitionID, State: m.State, SizeBytes: m.SizeBytes,
+			})
+			log.Error("partition object missing from its target; the partition stays in the catalog",
+				"target", m.Target, "key", m.Key, "partition_id", m.PartitionID, "state", m.State)
+		}
+	}
+	if len(missing) > MaxListedKeys {
+		log.Error("more partition objects missing", "count", len(missing)-MaxListedKeys)
+	}
+	for _, name := range targets {
+		t.metrics.missing.WithLabelValues(dataset, name).Set(float64(perTarget[name]))
+	}
+}
+
+// deleteOrphan deletes one orphan and audits it. An object that is already
+// gone is not an error (another reconcile got there first).
+func (t *Task) deleteOrphan(ctx context.Context, dataset string, o Object, now time.Time, actor string, log *slog.Logger) (bool, error) {
+	tg, err := t.opts.Targets.Get(o.Target)
+	if err != nil {
+		return false, err
+	}
+	if err := tg.Delete(ctx, o.Key); err != nil {
+		if errors.Is(err, storage.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reconcile %s: delete orphan %s: %w", dataset, o.Key, err)
+	}
+	t.metrics.deleted.WithLabelValues(dataset, o.Target).Inc()
+	t.metrics.bytesDeleted.WithLabelValues(dataset, o.Target).Add(float64(o.Size))
+	log.Info("orphan object deleted", "target", o.Target, "key", o.Key, "bytes", o.Size, "mod_time", o.ModTime)
+	err = t.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
+		Actor:   actor,
+		Action:  ActionDeleteOrphan,
+		Dataset: dataset,
+		Bytes:   o.Size,
+		Reason:  fmt.Sprintf("no partition references it and it is older than the safety age (%s)", t.opts.SafetyAge),
+		Details: map[string]any{"target": o.Target, "key": o.Key, "mod_time": o.ModTime, "age": now.Sub(o.ModTime).String()},
+	})
+	if err != nil {
+		return true, fmt.Errorf("reconcile %s: deleted orphan %s but could not audit it: %w", dataset, o.Key, err)
+	}
+	return true, nil
+}
+
+func capped(objs []Object) []Object {
+	if len(objs) > MaxListedKeys {
+		objs = objs[:MaxListedKeys]
+	}
+	return objs
+}
