@@ -35,6 +35,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux, handle handleFunc) {
 	handle("POST /admin/v1/jobs/{id}/cancel", s.cancelJob, admin)
 	handle("GET /admin/v1/datasets/{name}/lifecycle", s.lifecycle, admin)
 	handle("GET /admin/v1/audit", s.audit, admin)
+	s.retentionRoutes(handle)
 	if s.opts.AdminUI != nil {
 		mux.Handle("/admin/ui/", s.instrument("/admin/ui/", admin(s.opts.AdminUI)))
 	}

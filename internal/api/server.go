@@ -56,6 +56,8 @@ type Options struct {
 	Jobs Jobs
 	// AdminUI is the jobs web UI served at /admin/ui/ behind the admin auth.
 	AdminUI http.Handler
+	// Retention serves the hold and restore routes; nil answers 503 there.
+	Retention Retention
 }
 
 // Server is the HTTP handler.

@@ -206,6 +206,6 @@ func newPartitionsCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&state, "state", "live", "live, removed, purged or all")
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, newPartitionsRestoreCmd(g))
 	return cmd
 }

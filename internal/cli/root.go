@@ -74,6 +74,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newMaintenanceCmd(g),
 		newJobsCmd(g),
 		newAuditCmd(g),
+		newHoldsCmd(g),
 	)
 	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
 		g.tokenFlagSet = cmd.Flags().Changed("token")

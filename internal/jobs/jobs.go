@@ -68,6 +68,10 @@ const (
 	// changed under it) or the dataset no longer exists. The job completes;
 	// the next run starts from the new state.
 	OutcomeConflict = "conflict"
+	// OutcomeSnoozed: Run did what it could and asked, with river.JobSnooze,
+	// to run again later (e.g. a sweep waiting for a grace period or a
+	// lease); it is neither a success nor a failure and uses no attempt.
+	OutcomeSnoozed = "snoozed"
 	// OutcomeError: Run failed; River retries with backoff until the job's
 	// attempts are exhausted, then discards it.
 	OutcomeError = "error"

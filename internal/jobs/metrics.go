@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, kinds []string) *metrics {
 	// Export zeros for every kind this build runs, so that rates and alerts
 	// see the series before the first event.
 	for _, k := range slices.Concat(kinds, []string{KindScheduler}) {
-		for _, o := range []string{OutcomeSuccess, OutcomeConflict, OutcomeError, OutcomeCancelled} {
+		for _, o := range []string{OutcomeSuccess, OutcomeConflict, OutcomeSnoozed, OutcomeError, OutcomeCancelled} {
 			m.runs.WithLabelValues(k, o)
 		}
 		m.invariant.WithLabelValues(k)

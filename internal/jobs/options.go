@@ -45,6 +45,9 @@ const (
 	// ReconcileScheduleDefault is how often reconcile runs for every live
 	// dataset; the policy has no reconcile section.
 	ReconcileScheduleDefault = "@every 6h"
+	// SweepScheduleDefault is the backstop sweep of every live dataset (a
+	// sweep with nothing to purge costs a few catalog reads).
+	SweepScheduleDefault = "@every 1h"
 	// ReconcileScheduleOff, as Options.ReconcileSchedule, disables scheduled
 	// reconciles (they can still be triggered).
 	ReconcileScheduleOff = "off"

@@ -28,8 +28,10 @@ type kindSchedule struct {
 //     policy.RetentionScheduleDefault;
 //   - reconcile: for every dataset, on reconcileSpec, unless that is
 //     ReconcileScheduleOff;
-//   - sweep: never scheduled by policy; retention and compaction enqueue
-//     sweeps as follow-ups (EnqueueTx), and operators can trigger them.
+//   - sweep: retention and compaction enqueue sweeps as follow-ups
+//     (EnqueueTx), and operators can trigger them; a backstop sweep runs on
+//     SweepScheduleDefault for every dataset, so that removals whose
+//     follow-up was lost, and deleted datasets, are swept too.
 func policySchedule(p policy.Policy, kind, reconcileSpec string) (spec string, enabled bool) {
 	orDefault := func(s, def string) string {
 		if s == "" {
@@ -54,6 +56,8 @@ func policySchedule(p policy.Policy, kind, reconcileSpec string) (spec string, e
 		if reconcileSpec != ReconcileScheduleOff {
 			return reconcileSpec, true
 		}
+	case KindSweep:
+		return SweepScheduleDefault, true
 	}
 	return "", false
 }

@@ -60,6 +60,10 @@ func (s *Service) work(ctx context.Context, row *rivertype.JobRow, args DatasetA
 	case OutcomeConflict:
 		log.WarnContext(ctx, "job finished with a conflict; the next run starts from the new manifest", append(attrs, "error", err)...)
 		return nil
+	case OutcomeSnoozed:
+		s.metrics.lastSuccess.WithLabelValues(kind, args.Dataset).SetToCurrentTime()
+		log.InfoContext(ctx, "job did its work and runs again later", append(attrs, "reason", err)...)
+		return err
 	case OutcomeCancelled:
 		if IsHalt(err) {
 			s.metrics.invariant.WithLabelValues(kind).Inc()
@@ -125,6 +129,8 @@ func classify(ctx context.Context, err error) string {
 		return OutcomeCancelled
 	case errors.Is(err, ErrConflict):
 		return OutcomeConflict
+	case errors.As(err, new(*rivertype.JobSnoozeError)):
+		return OutcomeSnoozed
 	default:
 		return OutcomeError
 	}

@@ -28,6 +28,7 @@ import (
 	"timestore/internal/jobs"
 	"timestore/internal/query"
 	"timestore/internal/reconcile"
+	"timestore/internal/retention"
 	"timestore/internal/storage"
 	"timestore/internal/telemetry"
 )
@@ -37,16 +38,17 @@ const ShutdownTimeoutDefault = 30 * time.Second
 
 // Server is a running timestore process.
 type Server struct {
-	Config  config.Config
-	Log     *slog.Logger
-	Store   *catalog.Store
-	Targets *storage.Targets
-	Cache   *storage.Cache
-	Engine  *engine.Engine
-	Ingest  *ingest.Service
-	Query   *query.Service
-	Jobs    *jobs.Service
-	API     *api.Server
+	Config    config.Config
+	Log       *slog.Logger
+	Store     *catalog.Store
+	Targets   *storage.Targets
+	Cache     *storage.Cache
+	Engine    *engine.Engine
+	Ingest    *ingest.Service
+	Query     *query.Service
+	Jobs      *jobs.Service
+	Retention *retention.Service
+	API       *api.Server
 
 	tracer        trace.TracerProvider
 	traceShutdown func(context.Context) error
@@ -131,11 +133,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err != nil {
 		return nil, err
 	}
+	// Follow-up sweeps are enqueued in the transaction of the manifest change
+	// that removed partitions (s.Jobs is set below, before any job runs).
+	enqueueSweep := func(ctx context.Context, tx catalog.Tx, datasetID int64, dataset string) error {
+		return s.Jobs.EnqueueTx(ctx, tx, jobs.KindSweep, dataset, datasetID, jobs.TriggerFollowup)
+	}
+	if s.Retention, err = retention.New(retention.Options{
+		Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg, EnqueueSweep: enqueueSweep,
+	}); err != nil {
+		return nil, err
+	}
 	jopts := jobs.Options{
 		Store:      s.Store,
 		Logger:     log,
 		Registerer: reg,
-		Tasks:      []jobs.Task{recon},
+		Tasks:      []jobs.Task{recon, s.Retention.RetentionTask(), s.Retention.SweepTask()},
 		Workers:    true,
 		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
 			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,
@@ -161,7 +173,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	s.API = api.New(api.Options{
 		Store: s.Store, Targets: s.Targets, Ingest: s.Ingest, Query: s.Query,
-		Jobs: s.Jobs, AdminUI: s.ui,
+		Jobs: s.Jobs, AdminUI: s.ui, Retention: s.Retention,
 		Logger: log, Registerer: reg, Gatherer: reg,
 		Token: cfg.Token, AdminToken: cfg.AdminToken, AdminEnabled: adminEnabled,
 		MaxBodyBytes: cfg.MaxBodyBytes,
