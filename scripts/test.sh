@@ -14,3 +14,14 @@ log "go vet"
 go vet ./...
 log "go test"
 go test -count=1 -timeout 30m "$@" ./...
+
+# Short, bounded fuzzing of the hostile-input surfaces (their seed corpora
+# already ran above as ordinary tests). TIMESTORE_FUZZTIME=0 skips this step.
+fuzztime=${TIMESTORE_FUZZTIME:-5s}
+if [ "$fuzztime" != 0 ]; then
+	log "go test -fuzz ($fuzztime per target)"
+	for target in internal/policy:FuzzParseDuration internal/policy:FuzzParsePolicy \
+		internal/storage:FuzzValidateKey internal/engine:FuzzPrepareIngest internal/engine:FuzzQuerySandbox; do
+		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "./${target%%:*}"
+	done
+fi
