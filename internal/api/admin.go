@@ -36,6 +36,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux, handle handleFunc) {
 	handle("GET /admin/v1/datasets/{name}/lifecycle", s.lifecycle, admin)
 	handle("GET /admin/v1/audit", s.audit, admin)
 	s.retentionRoutes(handle)
+	handle("POST /admin/v1/datasets/{name}/partitions/no-compact", s.noCompact, admin)
 	if s.opts.AdminUI != nil {
 		mux.Handle("/admin/ui/", s.instrument("/admin/ui/", admin(s.opts.AdminUI)))
 	}
@@ -200,5 +201,33 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
 		entries = []catalog.AuditEntry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	return nil
+}
+
+// NoCompactRequest is the body of POST /admin/v1/datasets/{name}/partitions/no-compact.
+type NoCompactRequest struct {
+	PartitionIDs []int64 `json:"partition_ids"`
+	// On sets the mark (the default); false clears it.
+	On *bool `json:"on"`
+}
+
+// noCompact excludes live partitions from compaction, or includes them again (audited).
+func (s *Server) noCompact(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathDataset(r)
+	if err != nil {
+		return err
+	}
+	var req NoCompactRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if len(req.PartitionIDs) == 0 {
+		return badRequest("partition_ids: at least one id is required")
+	}
+	on := req.On == nil || *req.On
+	if err := s.opts.Store.SetNoCompact(r.Context(), name, req.PartitionIDs, on, actor(r)); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dataset": name, "partition_ids": req.PartitionIDs, "no_compact": on})
 	return nil
 }

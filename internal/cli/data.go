@@ -206,6 +206,36 @@ func newPartitionsCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&state, "state", "live", "live, removed, purged or all")
-	cmd.AddCommand(list, newPartitionsRestoreCmd(g))
+	var off bool
+	noCompact := &cobra.Command{
+		Use:   "no-compact NAME ID... [--off]",
+		Short: "Exclude partitions from compaction (or, with --off, include them again)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ids, err := parseIDs(args[1:])
+			if err != nil {
+				return err
+			}
+			if err := g.adminClient().SetNoCompact(cmd.Context(), args[0], ids, !off); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%d partitions of %s: no-compact %v\n", len(ids), args[0], !off)
+			return nil
+		},
+	}
+	noCompact.Flags().BoolVar(&off, "off", false, "clear the mark")
+	cmd.AddCommand(list, newPartitionsRestoreCmd(g), noCompact)
 	return cmd
+}
+
+func parseIDs(args []string) ([]int64, error) {
+	ids := make([]int64, len(args))
+	for i, a := range args {
+		id, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || id <= 0 {
+			return nil, usagef("partition id %q is not a positive number", a)
+		}
+		ids[i] = id
+	}
+	return ids, nil
 }

@@ -150,3 +150,9 @@ func (c *Client) Audit(ctx context.Context, dataset, action string, limit int) (
 	err := c.Do(ctx, http.MethodGet, "/admin/v1/audit?"+q.Encode(), nil, nil, &out)
 	return out.Entries, err
 }
+
+// SetNoCompact excludes partitions from compaction (on) or includes them again.
+func (c *Client) SetNoCompact(ctx context.Context, dataset string, ids []int64, on bool) error {
+	return c.Do(ctx, http.MethodPost, "/admin/v1/datasets/"+url.PathEscape(dataset)+"/partitions/no-compact", nil,
+		map[string]any{"partition_ids": ids, "on": on}, nil)
+}

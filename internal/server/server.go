@@ -22,6 +22,7 @@ import (
 
 	"timestore/internal/api"
 	"timestore/internal/catalog"
+	"timestore/internal/compaction"
 	"timestore/internal/config"
 	"timestore/internal/engine"
 	"timestore/internal/ingest"
@@ -143,11 +144,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}); err != nil {
 		return nil, err
 	}
+	compactor := compaction.New(compaction.Options{
+		Store: s.Store, Targets: s.Targets, Cache: s.Cache, Engine: s.Engine, TempDir: tmpDir,
+		Logger: log, Registerer: reg, EnqueueSweep: enqueueSweep,
+	})
 	jopts := jobs.Options{
 		Store:      s.Store,
 		Logger:     log,
 		Registerer: reg,
-		Tasks:      []jobs.Task{recon, s.Retention.RetentionTask(), s.Retention.SweepTask()},
+		Tasks:      []jobs.Task{recon, compactionTask{compactor}, s.Retention.RetentionTask(), s.Retention.SweepTask()},
 		Workers:    true,
 		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
 			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,

@@ -1,0 +1,59 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestCompactionThroughCLI merges small ingests through the job harness and
+// honours the no-compact mark.
+func TestCompactionThroughCLI(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	ctx := context.Background()
+	u := b.http.URL
+	b.createCPU(t, "cpu", "local", "day")
+	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"compaction":{"min_input_files":2,"schedule":"@every 24h"}}`))
+	require.NoError(t, err)
+	var all []row
+	for i := 0; i < 6; i++ {
+		rows := genRows(50, time.Date(2024, 3, 1, i, 0, 0, 0, time.UTC), time.Minute)
+		all = append(all, rows...)
+		_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", rows)), "")
+		require.NoError(t, err)
+	}
+	parts, err := b.client.Partitions(ctx, "cpu", "live")
+	require.NoError(t, err)
+	require.Len(t, parts, 6)
+	// Keep the last one out of compaction.
+	code, _, errs := runCLI(t, u, "partitions", "no-compact", "cpu", strconv.FormatInt(parts[5].ID, 10))
+	require.Equal(t, 0, code, errs)
+
+	code, out, errs := runCLI(t, u, "maintenance", "run", "compaction", "--dataset", "cpu", "--dry-run")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "groups")
+	code, _, errs = runCLI(t, u, "maintenance", "run", "compaction", "--dataset", "cpu", "--wait")
+	require.Equal(t, 0, code, errs)
+
+	live, err := b.client.Partitions(ctx, "cpu", "live")
+	require.NoError(t, err)
+	require.Len(t, live, 2, "five merged into one, the marked one kept")
+	levels := map[int]int{}
+	for _, p := range live {
+		levels[p.Level]++
+	}
+	require.Equal(t, map[int]int{0: 1, 1: 1}, levels)
+	requireAggregates(t, expected(all), b.aggregates(t, "cpu", "", ""))
+	removed, err := b.client.Partitions(ctx, "cpu", "removed")
+	require.NoError(t, err)
+	require.Len(t, removed, 5, "inputs are marked removed, not deleted")
+	code, out, errs = runCLI(t, u, "audit", "--dataset", "cpu", "-o", "json")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "partition.set_no_compact")
+}
