@@ -120,6 +120,7 @@ func New(opts Options) *Server {
 	handle("POST /v1/datasets/{name}/rows", s.ingestRows, v1)
 	handle("POST /v1/datasets/{name}/query", s.query, v1)
 	handle("GET /v1/datasets/{name}/partitions", s.listPartitions, v1)
+	s.exportRoutes(handle)
 
 	if opts.AdminEnabled {
 		s.adminRoutes(mux, handle)

@@ -75,6 +75,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newJobsCmd(g),
 		newAuditCmd(g),
 		newHoldsCmd(g),
+		newExportsCmd(g),
 	)
 	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
 		g.tokenFlagSet = cmd.Flags().Changed("token")

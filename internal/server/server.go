@@ -25,6 +25,7 @@ import (
 	"timestore/internal/compaction"
 	"timestore/internal/config"
 	"timestore/internal/engine"
+	"timestore/internal/export"
 	"timestore/internal/ingest"
 	"timestore/internal/jobs"
 	"timestore/internal/query"
@@ -139,8 +140,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	enqueueSweep := func(ctx context.Context, tx catalog.Tx, datasetID int64, dataset string) error {
 		return s.Jobs.EnqueueTx(ctx, tx, jobs.KindSweep, dataset, datasetID, jobs.TriggerFollowup)
 	}
+	exp, err := export.New(export.Options{
+		Store: s.Store, Targets: s.Targets, Cache: s.Cache, Engine: s.Engine,
+		TempDir: tmpDir, Logger: log.With("component", "export"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if s.Retention, err = retention.New(retention.Options{
 		Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg, EnqueueSweep: enqueueSweep,
+		ExportCovered: exp.Covered,
 	}); err != nil {
 		return nil, err
 	}
@@ -152,7 +161,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Store:      s.Store,
 		Logger:     log,
 		Registerer: reg,
-		Tasks:      []jobs.Task{recon, compactionTask{compactor}, s.Retention.RetentionTask(), s.Retention.SweepTask()},
+		Tasks:      []jobs.Task{recon, compactionTask{compactor}, exp.Task(), s.Retention.RetentionTask(), s.Retention.SweepTask()},
 		Workers:    true,
 		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
 			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,

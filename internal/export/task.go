@@ -1,0 +1,54 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"timestore/internal/jobs"
+)
+
+// ContinueAfter is how soon a job whose run spent its budget with windows
+// left runs again (it snoozes, which costs no attempt).
+const ContinueAfter = time.Second
+
+// Task is the "export" job: Plan is the dry run (the due windows with their
+// rows and bytes), Run exports them.
+type Task struct{ x *Exporter }
+
+var _ jobs.Task = (*Task)(nil)
+
+// Task returns the task of job kind "export", for jobs.Options.Tasks.
+func (x *Exporter) Task() *Task { return &Task{x: x} }
+
+// Kind implements jobs.Task.
+func (t *Task) Kind() string { return jobs.KindExport }
+
+// Plan implements jobs.Task: the due windows, changing nothing.
+func (t *Task) Plan(ctx context.Context, dataset string) (any, error) {
+	return t.x.Plan(ctx, dataset)
+}
+
+// Run implements jobs.Task. A damaged archive, a window directory occupied
+// by another export, or an export that fails its own verification halts the
+// job (retrying cannot help); another export of
+// the dataset running is a conflict; any other failure is retried by River,
+// and the retry reuses the failed attempt's record. When the run's budget
+// is spent with windows left, the job snoozes and continues.
+func (t *Task) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
+	id := job.ID
+	res, err := t.x.Run(ctx, dataset, RunOptions{Actor: job.Actor, JobID: &id, Logger: job.Logger})
+	switch {
+	case errors.Is(err, ErrArchive) || errors.Is(err, ErrVerify) || errors.Is(err, ErrOccupied):
+		return res.Summary(), jobs.Halt(err)
+	case err != nil:
+		return res.Summary(), err
+	case res.Remaining > 0:
+		return res.Summary(), fmt.Errorf("%d windows left after the run's budget: continue in %s: %w",
+			res.Remaining, ContinueAfter, river.JobSnooze(ContinueAfter))
+	}
+	return res.Summary(), nil
+}
