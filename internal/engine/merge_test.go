@@ -198,9 +198,6 @@ func TestMergeRefuses(t *testing.T) {
 // rows really do not fit.
 func TestMergeSpillsOverMemoryLimit(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("writes and sorts 4M rows")
-	}
 	const limit = "64MB"
 	ds := metrics("big", catalog.WindowMonth)
 	dir := t.TempDir()
