@@ -3,6 +3,10 @@
 // time is the whole HTTP request (spool, parse, split, write zstd Parquet,
 // upload to the local target, commit); raw DuckDB's is
 // COPY (SELECT * FROM read_csv(...)) TO 'x.parquet' (FORMAT parquet, COMPRESSION zstd).
+//
+// Each run times both, back to back and in alternating order, so that they
+// see the same machine load; the table reports medians over the runs, and the
+// ratio is the median of the per-run ratios.
 package main
 
 import (
@@ -13,6 +17,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	_ "github.com/duckdb/duckdb-go/v2"
@@ -23,7 +28,7 @@ import (
 
 func main() {
 	rows := flag.Int("rows", 1_000_000, "rows per file")
-	runs := flag.Int("runs", 3, "runs of each measurement; the best is reported")
+	runs := flag.Int("runs", 3, "runs of each measurement; the medians are reported")
 	flag.Parse()
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "timestore-bench-ingest-")
@@ -43,7 +48,7 @@ func main() {
 	}
 	defer db.Close()
 
-	fmt.Printf("machine: %s\nrows per file: %d, best of %d runs\n\n", benchenv.Machine(), *rows, *runs)
+	fmt.Printf("machine: %s\nrows per file: %d, median of %d runs\n\n", benchenv.Machine(), *rows, *runs)
 	fmt.Printf("| format | file MB | timestore s | timestore rows/s | raw DuckDB s | raw DuckDB rows/s | ratio |\n|---|---|---|---|---|---|---|\n")
 	for _, format := range []string{"csv", "ndjson"} {
 		path := filepath.Join(dir, "input."+format)
@@ -52,7 +57,7 @@ func main() {
 		}
 		st, _ := os.Stat(path)
 
-		var bestTS, bestRaw time.Duration
+		var tsTimes, rawTimes, ratios []float64
 		for run := 0; run < *runs; run++ {
 			name := fmt.Sprintf("bench_%s_%d", format, run)
 			if _, err := env.Client.CreateDataset(ctx, client.CreateDataset{
@@ -61,44 +66,63 @@ func main() {
 			}); err != nil {
 				log.Fatal(err)
 			}
-			f, err := os.Open(path)
-			if err != nil {
-				log.Fatal(err)
+			timestore := func() time.Duration {
+				f, err := os.Open(path)
+				if err != nil {
+					log.Fatal(err)
+				}
+				defer f.Close()
+				start := time.Now()
+				res, err := env.Client.Ingest(ctx, name, format, f, "")
+				d := time.Since(start)
+				if err != nil {
+					log.Fatal(err)
+				}
+				if res.RowsWritten != int64(*rows) {
+					log.Fatalf("ingested %d rows, want %d", res.RowsWritten, *rows)
+				}
+				return d
 			}
-			start := time.Now()
-			res, err := env.Client.Ingest(ctx, name, format, f, "")
-			d := time.Since(start)
-			f.Close()
-			if err != nil {
-				log.Fatal(err)
+			raw := func() time.Duration {
+				reader := fmt.Sprintf("read_csv('%s', header=true, columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
+				if format == "ndjson" {
+					reader = fmt.Sprintf("read_ndjson('%s', columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
+				}
+				out := filepath.Join(dir, fmt.Sprintf("raw-%d.parquet", run))
+				defer os.Remove(out)
+				start := time.Now()
+				if _, err := db.ExecContext(ctx, fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd)", reader, out)); err != nil {
+					log.Fatal(err)
+				}
+				return time.Since(start)
 			}
-			if res.RowsWritten != int64(*rows) {
-				log.Fatalf("ingested %d rows, want %d", res.RowsWritten, *rows)
+			var dTS, dRaw time.Duration
+			if run%2 == 0 {
+				dTS, dRaw = timestore(), raw()
+			} else {
+				dRaw, dTS = raw(), timestore()
 			}
-			if bestTS == 0 || d < bestTS {
-				bestTS = d
-			}
-
-			reader := fmt.Sprintf("read_csv('%s', header=true, columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
-			if format == "ndjson" {
-				reader = fmt.Sprintf("read_ndjson('%s', columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
-			}
-			out := filepath.Join(dir, fmt.Sprintf("raw-%d.parquet", run))
-			start = time.Now()
-			if _, err := db.ExecContext(ctx, fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd)", reader, out)); err != nil {
-				log.Fatal(err)
-			}
-			d = time.Since(start)
-			if bestRaw == 0 || d < bestRaw {
-				bestRaw = d
-			}
-			os.Remove(out)
+			tsTimes = append(tsTimes, dTS.Seconds())
+			rawTimes = append(rawTimes, dRaw.Seconds())
+			ratios = append(ratios, dRaw.Seconds()/dTS.Seconds())
 		}
-		rate := func(d time.Duration) float64 { return float64(*rows) / d.Seconds() }
+		ts, rw := median(tsTimes), median(rawTimes)
+		rate := func(s float64) float64 { return float64(*rows) / s }
 		fmt.Printf("| %s | %.1f | %.3f | %.0f | %.3f | %.0f | %.2f× |\n", format, float64(st.Size())/1e6,
-			bestTS.Seconds(), rate(bestTS), bestRaw.Seconds(), rate(bestRaw), rate(bestTS)/rate(bestRaw))
+			ts, rate(ts), rw, rate(rw), median(ratios))
 	}
-	fmt.Println("\nratio = timestore rows/s ÷ raw DuckDB rows/s (target ≥ 0.70)")
+	fmt.Println("\nratio = timestore rows/s ÷ raw DuckDB rows/s, median of the per-run ratios (target ≥ 0.70)")
+}
+
+// median returns the median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // generate writes n rows, one second apart from 2024-01-01, 100 series, spanning ~11.6 days.

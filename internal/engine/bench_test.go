@@ -37,24 +37,41 @@ var (
 // (about one day in total), 100 series.
 func benchData(b *testing.B) (csvPath, ndjsonPath string) {
 	b.Helper()
+	benchFiles(b)
+	return filepath.Join(benchDir, "rows.csv"), filepath.Join(benchDir, "rows.ndjson")
+}
+
+// benchDataSpread is like benchData, with ts one second apart as
+// "2006-01-02 15:04:05" (about 11.6 days: 12 daily windows), the shape of
+// the end-to-end benchmark in bench/ingest.
+func benchDataSpread(b *testing.B) (csvPath, ndjsonPath string) {
+	b.Helper()
+	benchFiles(b)
+	return filepath.Join(benchDir, "spread.csv"), filepath.Join(benchDir, "spread.ndjson")
+}
+
+func benchFiles(b *testing.B) {
+	b.Helper()
 	benchOnce.Do(func() {
 		benchDir, benchErr = os.MkdirTemp("", "timestore-engine-bench-")
 		if benchErr != nil {
 			return
 		}
-		benchErr = writeBenchFiles(benchDir)
+		benchErr = writeBenchFiles(benchDir, "rows", 86*time.Millisecond, "2006-01-02T15:04:05.000")
+		if benchErr == nil {
+			benchErr = writeBenchFiles(benchDir, "spread", time.Second, "2006-01-02 15:04:05")
+		}
 	})
 	require.NoError(b, benchErr)
-	return filepath.Join(benchDir, "rows.csv"), filepath.Join(benchDir, "rows.ndjson")
 }
 
-func writeBenchFiles(dir string) error {
-	fc, err := os.Create(filepath.Join(dir, "rows.csv"))
+func writeBenchFiles(dir, name string, step time.Duration, layout string) error {
+	fc, err := os.Create(filepath.Join(dir, name+".csv"))
 	if err != nil {
 		return err
 	}
 	defer fc.Close()
-	fj, err := os.Create(filepath.Join(dir, "rows.ndjson"))
+	fj, err := os.Create(filepath.Join(dir, name+".ndjson"))
 	if err != nil {
 		return err
 	}
@@ -64,7 +81,7 @@ func writeBenchFiles(dir string) error {
 	rng := rand.New(rand.NewPCG(7, 7))
 	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < benchRows; i++ {
-		ts := base.Add(time.Duration(i) * 86 * time.Millisecond).Format("2006-01-02T15:04:05.000")
+		ts := base.Add(time.Duration(i) * step).Format(layout)
 		v := rng.Float64() * 100
 		fmt.Fprintf(wc, "%s,series_%d,%.6f\n", ts, i%100, v)
 		fmt.Fprintf(wj, "{\"ts\":\"%s\",\"series\":\"series_%d\",\"value\":%.6f}\n", ts, i%100, v)
@@ -264,9 +281,11 @@ func BenchmarkQueryNewFiles(b *testing.B) {
 
 // BenchmarkIngestVsRaw alternates the raw COPY and PrepareIngest on the same
 // input in every iteration, so that both see the same machine load, and
-// reports both rates and their ratio (timestore rows/s ÷ raw rows/s).
+// reports both rates and their ratio (timestore rows/s ÷ raw rows/s). The
+// "spread" inputs span 12 daily windows, like bench/ingest's.
 func BenchmarkIngestVsRaw(b *testing.B) {
 	csvPath, ndjsonPath := benchData(b)
+	csvSpread, ndjsonSpread := benchDataSpread(b)
 	for _, tc := range []struct {
 		name      string
 		format    Format
@@ -276,8 +295,10 @@ func BenchmarkIngestVsRaw(b *testing.B) {
 	}{
 		{"csv/day", FormatCSV, csvPath, "read_csv", catalog.WindowDay},
 		{"csv/hour", FormatCSV, csvPath, "read_csv", catalog.WindowHour},
+		{"csv/spread/day", FormatCSV, csvSpread, "read_csv", catalog.WindowDay},
 		{"ndjson/day", FormatNDJSON, ndjsonPath, "read_ndjson", catalog.WindowDay},
 		{"ndjson/hour", FormatNDJSON, ndjsonPath, "read_ndjson", catalog.WindowHour},
+		{"ndjson/spread/day", FormatNDJSON, ndjsonSpread, "read_ndjson", catalog.WindowDay},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ds := metrics("bench", tc.partition)

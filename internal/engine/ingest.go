@@ -198,6 +198,12 @@ func (e *Engine) writeWindows(ctx context.Context, ds catalog.Dataset, table str
 	if err != nil {
 		return nil, err
 	}
+	// The table's columns may be in input order.
+	names := make([]string, len(ds.Columns))
+	for i, c := range ds.Columns {
+		names[i] = quoteIdent(c.Name)
+	}
+	cols := strings.Join(names, ", ")
 	files := make([]WindowFile, len(windows))
 	for i, w := range windows {
 		name := fmt.Sprintf("%s-%s-%d%s.parquet", ds.Name, w.WindowStart.Format("20060102T150405Z"), id, tag)
@@ -208,7 +214,7 @@ func (e *Engine) writeWindows(ctx context.Context, ds catalog.Dataset, table str
 	for i := range files {
 		f := &files[i]
 		g.Go(func() error {
-			query := "SELECT * FROM " + table
+			query := "SELECT " + cols + " FROM " + table
 			if len(files) > 1 {
 				start := f.WindowStart
 				end := catalog.WindowEnd(ds.Partition, start)
@@ -283,19 +289,37 @@ const zoneSuffix = `([A-Za-z]|[+-][0-9][0-9](:?[0-9][0-9])?)$`
 // timeExpr parses the text column q as a value of the time type t. A value
 // with a UTC offset or zone is converted to UTC (also for plain timestamps,
 // whose offset DuckDB would otherwise drop); a value without one is UTC.
-// Both paths avoid ICU's per-row calendar arithmetic, which costs several
-// times the parse itself. With try, a bad value gives NULL instead of an error.
+// With try, a bad value gives NULL instead of an error.
+//
+// Text with a '+' past its first character or a '-' after a ':' carries a
+// numeric offset and goes through ICU's TIMESTAMPTZ cast, which applies it.
+// Other text is first read with DuckDB's plain TIMESTAMP cast: it cannot drop
+// an offset there, accepts no zone name but UTC, and costs a fraction of the
+// regular expression and of ICU. Only what it rejects (zone names,
+// infinities, bad values) takes the general path: ICU for text ending in a
+// zone name, the plain cast (failing, or NULL with try) otherwise. Text the
+// plain cast reads never reaches ICU, which in DuckDB 1.5 reads text without
+// a zone in the zone that an earlier row of the same batch named.
 func timeExpr(q, t string, try bool) string {
 	cast := "CAST"
 	if try {
 		cast = "TRY_CAST"
 	}
-	zone := fmt.Sprintf("regexp_matches(%s, '%s')", q, zoneSuffix)
+	offset := fmt.Sprintf("(strpos(%[1]s, '+') > 1 OR %[1]s LIKE '%%:%%-%%')", q)
+	zone := fmt.Sprintf("(%s OR regexp_matches(%s, '%s'))", offset, q, zoneSuffix)
+	// make_timestamp(epoch_us(x)) and make_timestamptz(epoch_us(x)) give
+	// the UTC wall clock or instant of x without ICU; infinities become NULL.
+	fast := fmt.Sprintf("epoch_us(TRY_CAST(%s AS TIMESTAMP))", q)
+	var general string
 	if t == catalog.TypeTimestampTZ {
-		return fmt.Sprintf("%s(CASE WHEN %s THEN %s ELSE %s || 'Z' END AS TIMESTAMPTZ)", cast, zone, q, q)
+		fast = "make_timestamptz(" + fast + ")"
+		general = fmt.Sprintf("%s(CASE WHEN %s THEN %s ELSE %s || 'Z' END AS TIMESTAMPTZ)", cast, zone, q, q)
+	} else {
+		fast = "make_timestamp(" + fast + ")"
+		general = fmt.Sprintf("CASE WHEN %s THEN make_timestamp(epoch_us(%s(%s AS TIMESTAMPTZ))) ELSE %s(%s AS TIMESTAMP) END",
+			zone, cast, q, cast, q)
 	}
-	return fmt.Sprintf("CASE WHEN %s THEN make_timestamp(epoch_us(%s(%s AS TIMESTAMPTZ))) ELSE %s(%s AS TIMESTAMP) END",
-		zone, cast, q, cast, q)
+	return fmt.Sprintf("coalesce(CASE WHEN NOT %s THEN %s END, %s)", offset, fast, general)
 }
 
 // isTime reports whether a column type is a timestamp type.
@@ -435,6 +459,16 @@ const noDateDetection = ", dateformat = '%Y-%m-%d (timestore: no date detection)
 // detectedReads counts inputs read by createFromDetected (for tests).
 var detectedReads atomic.Int64
 
+// detectedReader is the read_json call of the fast path: keys and types
+// detected from a sample, every other object checked against them.
+func (s *source) detectedReader() string {
+	format := "newline_delimited"
+	if s.format == FormatJSON {
+		format = "array"
+	}
+	return fmt.Sprintf("read_json(%s, format = '%s', records = 'true'%s)", quoteString(s.path), format, noDateDetection)
+}
+
 // createFromDetected is the fast path for JSON: one read that both parses the
 // values and rejects unknown keys. Without "columns", DuckDB's JSON reader
 // detects the keys and types from a sample and then fails on any object with
@@ -446,12 +480,17 @@ var detectedReads atomic.Int64
 // the time column, with types that convert to the declared ones. It reports
 // false, and leaves no table, when it does not apply or the read fails for any
 // reason; the caller then takes the exact path, which also explains errors.
+//
+// It first tries createGuarded, which needs one detection (sampling the
+// input costs about a tenth of the whole read); when the sample lacks a schema
+// column, it detects the columns with DESCRIBE and creates the table from
+// them, detecting again.
 func (s *source) createFromDetected(ctx context.Context, conn *sql.Conn, table string) (bool, error) {
-	format := "newline_delimited"
-	if s.format == FormatJSON {
-		format = "array"
+	ok, bindErr, err := s.createGuarded(ctx, conn, table)
+	if err != nil || ok || !bindErr {
+		return ok, err
 	}
-	reader := fmt.Sprintf("read_json(%s, format = '%s', records = 'true'%s)", quoteString(s.path), format, noDateDetection)
+	reader := s.detectedReader()
 	rows, err := conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+reader+")")
 	if err != nil {
 		return false, ctxErr(ctx)
@@ -486,8 +525,7 @@ func (s *source) createFromDetected(ctx context.Context, conn *sql.Conn, table s
 			parts[i] = q
 		case isTime(c.Type) && got == "VARCHAR":
 			parts[i] = timeExpr(q, c.Type, false) + " AS " + q
-		case (c.Type == catalog.TypeBigint || c.Type == catalog.TypeInteger || c.Type == catalog.TypeDouble) &&
-			slices.Contains([]string{"BIGINT", "UBIGINT", "HUGEINT"}, got):
+		case slices.Contains(numericFromJSON[c.Type], got):
 			// JSON integers; an overflow fails the read and takes the exact path.
 			parts[i] = fmt.Sprintf("CAST(%s AS %s) AS %s", q, t, q)
 		default:
@@ -500,6 +538,81 @@ func (s *source) createFromDetected(ctx context.Context, conn *sql.Conn, table s
 	}
 	detectedReads.Add(1)
 	return true, nil
+}
+
+// numericFromJSON lists, per numeric column type, the types DuckDB detects
+// for JSON integers, which the fast path casts to the column's type.
+var numericFromJSON = map[string][]string{
+	catalog.TypeBigint:  {"BIGINT", "UBIGINT", "HUGEINT"},
+	catalog.TypeInteger: {"BIGINT", "UBIGINT", "HUGEINT"},
+	catalog.TypeDouble:  {"BIGINT", "UBIGINT", "HUGEINT"},
+}
+
+// createGuarded is createFromDetected with a single detection: it selects
+// every detected column (SELECT *), replacing each schema column by an
+// expression that is its value converted to the declared type when the
+// detected key and type are acceptable, and an error otherwise. DuckDB folds
+// typeof() when it plans the query, so a wrong type fails on the first batch;
+// alias() gives the detected key's spelling, which must match the column's
+// exactly (identifiers are case-insensitive in SQL, keys are not). A key
+// outside the schema leaves an extra column, found before any use of the
+// table.
+//
+// bindErr reports that the statement did not bind, typically because the
+// sample lacks a schema column; the caller then detects the columns first.
+// Every other failure is reported as ok == false with no table left.
+func (s *source) createGuarded(ctx context.Context, conn *sql.Conn, table string) (ok, bindErr bool, err error) {
+	replace := make([]string, len(s.ds.Columns))
+	for i, c := range s.ds.Columns {
+		t, _ := sqlType(c.Type)
+		q := quoteIdent(c.Name)
+		accept := []string{t}
+		conv := q
+		switch {
+		case isTime(c.Type):
+			accept = []string{"VARCHAR"}
+			// The cast, a no-op for VARCHAR, lets the expression bind for
+			// any detected type; typeof() decides.
+			conv = timeExpr("CAST("+q+" AS VARCHAR)", c.Type, false)
+		case numericFromJSON[c.Type] != nil:
+			// JSON integers; an overflow fails the read.
+			accept = append(accept, numericFromJSON[c.Type]...)
+			conv = fmt.Sprintf("CAST(%s AS %s)", q, t)
+		}
+		quoted := make([]string, len(accept))
+		for j, a := range accept {
+			quoted[j] = quoteString(a)
+		}
+		replace[i] = fmt.Sprintf("CASE WHEN typeof(%[1]s) IN (%[2]s) AND alias(%[1]s) = %[3]s THEN %[4]s ELSE error('timestore: detected key or type does not fit') END AS %[1]s",
+			q, strings.Join(quoted, ", "), quoteString(c.Name), conv)
+	}
+	create := fmt.Sprintf("CREATE TABLE %s AS SELECT * REPLACE (%s) FROM %s", table, strings.Join(replace, ", "), s.detectedReader())
+	if _, err := conn.ExecContext(ctx, create); err != nil {
+		if ctx.Err() != nil {
+			return false, false, fmt.Errorf("prepare ingest: %w", ctx.Err())
+		}
+		var de *duckdb.Error
+		return false, errors.As(err, &de) && de.Type == duckdb.ErrorTypeBinder, nil
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM (DESCRIBE "+table+")").Scan(&n); err != nil {
+		dropTable(ctx, conn, table)
+		return false, false, fmt.Errorf("prepare ingest: %w", err)
+	}
+	if n != len(s.ds.Columns) {
+		// A key outside the schema in the sample.
+		dropTable(ctx, conn, table)
+		return false, false, nil
+	}
+	detectedReads.Add(1)
+	return true, false, nil
+}
+
+// dropTable drops table, also when ctx is done.
+func dropTable(ctx context.Context, conn *sql.Conn, table string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, _ = conn.ExecContext(cctx, "DROP TABLE IF EXISTS "+table)
 }
 
 // scanJSONKeys checks that every key of every object is a column.

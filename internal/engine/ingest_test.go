@@ -462,3 +462,148 @@ func TestPrepareIngestConcurrent(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(entries), 8)
 }
+
+// TestPrepareIngestTimeText checks the conversion of time text to UTC, value
+// by value and in one batch: offsets anywhere in the text (also with seconds or
+// followed by spaces), zone names, and text without either, which is UTC even
+// after a row that named a zone (ICU's cast would read it in that zone).
+func TestPrepareIngestTimeText(t *testing.T) {
+	t.Parallel()
+	ds := catalog.Dataset{
+		Name: "times",
+		Columns: []catalog.Column{
+			{Name: "n", Type: catalog.TypeBigint},
+			{Name: "at", Type: catalog.TypeTimestampTZ},
+			{Name: "local", Type: catalog.TypeTimestamp},
+		},
+		TimeColumn: "at",
+		Partition:  catalog.WindowMonth,
+	}
+	cases := []struct{ in, want string }{
+		{"2024-01-01 10:00:00", "2024-01-01T10:00:00Z"},
+		{"2024-01-01T10:00:00Z", "2024-01-01T10:00:00Z"},
+		{"2024-01-01 10:00:00 UTC", "2024-01-01T10:00:00Z"},
+		{"2024-01-01 10:00:00 CET", "2024-01-01T09:00:00Z"},
+		// Zone-less text after a zone name: UTC, not CET.
+		{"2024-01-01 10:00:00", "2024-01-01T10:00:00Z"},
+		{"2024-01-01", "2024-01-01T00:00:00Z"},
+		{"2024-01-01 10:00:00 America/New_York", "2024-01-01T15:00:00Z"},
+		{"2024-01-01T10:00:00.5", "2024-01-01T10:00:00.5Z"},
+		{"2024-01-01T10:00:00+01:00", "2024-01-01T09:00:00Z"},
+		{"2024-01-01T10:00:00-0130", "2024-01-01T11:30:00Z"},
+		{"2024-01-01T10:00:00+05", "2024-01-01T05:00:00Z"},
+		{"2024-01-01T10:00:00.5-05:00", "2024-01-01T15:00:00.5Z"},
+		{"2024-01-01T10:00:00+02:00:30", "2024-01-01T07:59:30Z"},
+		{"2024-01-01T10:00:00+01:00 ", "2024-01-01T09:00:00Z"},
+		{"2024-01-01 10:00:00 Etc/GMT-5", "2024-01-01T05:00:00Z"},
+		{"2024-01-01 24:00:00", "2024-01-02T00:00:00Z"},
+		{"2024-1-2 3:04:05", "2024-01-02T03:04:05Z"},
+	}
+	var csvBody, ndjson strings.Builder
+	csvBody.WriteString("n,at,local\n")
+	for i, c := range cases {
+		fmt.Fprintf(&csvBody, "%d,%s,%s\n", i, c.in, c.in)
+		fmt.Fprintf(&ndjson, "{\"n\":%d,\"at\":%q,\"local\":%q}\n", i, c.in, c.in)
+	}
+	for _, tc := range []struct {
+		format  Format
+		content string
+	}{{FormatCSV, csvBody.String()}, {FormatNDJSON, ndjson.String()}} {
+		t.Run(string(tc.format), func(t *testing.T) {
+			t.Parallel()
+			in := writeFile(t, t.TempDir(), "in", tc.content)
+			files, err := testEngine.PrepareIngest(context.Background(), ds, tc.format, in, t.TempDir())
+			require.NoError(t, err)
+			got := map[int64][2]any{}
+			for _, f := range files {
+				for _, row := range readParquet(t, f.Path) {
+					got[row[0].(int64)] = [2]any{row[1], row[2]}
+				}
+			}
+			require.Len(t, got, len(cases))
+			for i, c := range cases {
+				want := mustTime(t, c.want)
+				require.Equal(t, [2]any{want, want}, got[int64(i)], "%q", c.in)
+			}
+		})
+	}
+}
+
+// TestPrepareIngestJSONDetection covers the single-read JSON path: integers in
+// a double column, keys that differ from a column only in case, keys of the
+// schema missing from the sample, and detected types that do not fit.
+func TestPrepareIngestJSONDetection(t *testing.T) {
+	t.Parallel()
+	ds := allTypes(catalog.WindowDay)
+	ctx := context.Background()
+
+	t.Run("integers for doubles and bigints", func(t *testing.T) {
+		t.Parallel()
+		in := writeFile(t, t.TempDir(), "in", `{"ts":"2024-01-01T00:00:00Z","d":1,"b":2,"i":3}`+"\n"+`{"ts":"2024-01-01T00:00:01Z","d":-4,"b":5,"i":6}`+"\n")
+		before := detectedReads.Load()
+		files, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+		require.NoError(t, err)
+		require.Greater(t, detectedReads.Load(), before)
+		require.Equal(t, []string{"ts TIMESTAMP", "tz TIMESTAMP WITH TIME ZONE", "b BIGINT", "i INTEGER", "d DOUBLE", "s VARCHAR", "f BOOLEAN"}, parquetSchema(t, files[0].Path))
+		rows := readParquet(t, files[0].Path)
+		require.Equal(t, []any{int64(2), int32(3), 1.0}, rows[0][2:5])
+		require.Equal(t, []any{int64(5), int32(6), -4.0}, rows[1][2:5])
+	})
+
+	t.Run("integer overflow", func(t *testing.T) {
+		t.Parallel()
+		in := writeFile(t, t.TempDir(), "in", `{"ts":"2024-01-01T00:00:00Z","i":1}`+"\n"+`{"ts":"2024-01-01T00:00:01Z","i":2147483648}`+"\n")
+		_, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+		var ie *InputError
+		require.ErrorAs(t, err, &ie)
+		require.Equal(t, InputError{Row: 2, Column: "i", Message: `value "2147483648" is not a valid integer`}, *ie)
+	})
+
+	t.Run("key differs in case", func(t *testing.T) {
+		t.Parallel()
+		for _, content := range []string{
+			`{"ts":"2024-01-01T00:00:00Z","D":1.5}` + "\n",
+			`{"TS":"2024-01-01T00:00:00Z","d":1.5}` + "\n",
+		} {
+			in := writeFile(t, t.TempDir(), "in", content)
+			_, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+			var ie *InputError
+			require.ErrorAs(t, err, &ie, "%s: %v", content, err)
+			require.Contains(t, ie.Message, "unknown column")
+			require.EqualValues(t, 1, ie.Row)
+		}
+	})
+
+	t.Run("schema keys missing from the sample", func(t *testing.T) {
+		t.Parallel()
+		// tz and s first appear after DuckDB's sample of 20480 objects.
+		var b strings.Builder
+		base := mustTime(t, "2024-01-01T00:00:00Z")
+		for i := 0; i < 25000; i++ {
+			fmt.Fprintf(&b, "{\"ts\":%q,\"d\":%d.5}\n", base.Add(time.Duration(i)*time.Second).Format(time.RFC3339), i)
+		}
+		b.WriteString(`{"ts":"2024-01-02T00:00:00Z","tz":"2024-01-02T01:00:00+01:00","s":"late"}` + "\n")
+		in := writeFile(t, t.TempDir(), "in", b.String())
+		files, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+		require.NoError(t, err)
+		require.Len(t, files, 2)
+		require.EqualValues(t, 1, files[1].RowCount)
+		require.Equal(t, [][]any{{mustTime(t, "2024-01-02T00:00:00Z"), mustTime(t, "2024-01-02T00:00:00Z"), nil, nil, nil, "late", nil}}, readParquet(t, files[1].Path))
+		require.Equal(t, catalog.ColumnStats{Column: "tz", NullCount: 25000}, files[0].Stats[1])
+	})
+
+	t.Run("types that do not fit", func(t *testing.T) {
+		t.Parallel()
+		// Numbers for a varchar column and a time column.
+		in := writeFile(t, t.TempDir(), "in", `{"ts":"2024-01-01T00:00:00Z","s":5,"f":true}`+"\n")
+		files, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+		require.NoError(t, err)
+		require.Equal(t, "5", readParquet(t, files[0].Path)[0][5])
+
+		in = writeFile(t, t.TempDir(), "in", `{"ts":1704067200,"s":"x"}`+"\n")
+		_, err = testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
+		var ie *InputError
+		require.ErrorAs(t, err, &ie, "%v", err)
+		require.Equal(t, InputError{Row: 1, Column: "ts", Message: `value "1704067200" is not a valid timestamp`}, *ie)
+	})
+}
