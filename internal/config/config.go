@@ -71,6 +71,35 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is debug, info, warn or error (TIMESTORE_LOG_LEVEL, log_level). Defaults to LogLevelDefault.
 	LogLevel string `yaml:"log_level"`
+	// Jobs tunes the lifecycle job runner (TIMESTORE_JOBS_*, jobs). Zero
+	// fields take the job service's defaults.
+	Jobs JobsConfig `yaml:"jobs"`
+}
+
+// JobsConfig tunes the lifecycle job runner. Zero values take the defaults
+// documented in docs/configuration.md.
+type JobsConfig struct {
+	// Workers: false makes this process insert and inspect jobs but run none
+	// (TIMESTORE_JOBS_WORKERS, jobs.workers). Defaults to true.
+	Workers *bool `yaml:"workers,omitempty"`
+	// MaxWorkers is how many lifecycle jobs this process runs at once
+	// (TIMESTORE_JOBS_MAX_WORKERS, jobs.max_workers).
+	MaxWorkers int `yaml:"max_workers,omitempty"`
+	// MaxAttempts is how often a job is tried before it is discarded
+	// (TIMESTORE_JOBS_MAX_ATTEMPTS, jobs.max_attempts).
+	MaxAttempts int `yaml:"max_attempts,omitempty"`
+	// JobTimeout bounds one attempt (TIMESTORE_JOBS_JOB_TIMEOUT, jobs.job_timeout).
+	JobTimeout time.Duration `yaml:"job_timeout,omitempty"`
+	// RescueAfter is how long a job may stay running before it is considered
+	// abandoned by a dead process and retried; longer than JobTimeout
+	// (TIMESTORE_JOBS_RESCUE_AFTER, jobs.rescue_after).
+	RescueAfter time.Duration `yaml:"rescue_after,omitempty"`
+	// SchedulerInterval is how often due schedules are checked
+	// (TIMESTORE_JOBS_SCHEDULER_INTERVAL, jobs.scheduler_interval).
+	SchedulerInterval time.Duration `yaml:"scheduler_interval,omitempty"`
+	// ReconcileSchedule is the reconcile schedule of every dataset, or "off"
+	// (TIMESTORE_JOBS_RECONCILE_SCHEDULE, jobs.reconcile_schedule).
+	ReconcileSchedule string `yaml:"reconcile_schedule,omitempty"`
 }
 
 // Default returns a Config with every default applied.
@@ -146,6 +175,22 @@ func (c *Config) applyEnv(environ []string) error {
 			c.LogFormat = v
 		case "TIMESTORE_LOG_LEVEL":
 			c.LogLevel = v
+		case "TIMESTORE_JOBS_WORKERS":
+			var b bool
+			b, err = strconv.ParseBool(v)
+			c.Jobs.Workers = &b
+		case "TIMESTORE_JOBS_MAX_WORKERS":
+			c.Jobs.MaxWorkers, err = strconv.Atoi(v)
+		case "TIMESTORE_JOBS_MAX_ATTEMPTS":
+			c.Jobs.MaxAttempts, err = strconv.Atoi(v)
+		case "TIMESTORE_JOBS_JOB_TIMEOUT":
+			c.Jobs.JobTimeout, err = time.ParseDuration(v)
+		case "TIMESTORE_JOBS_RESCUE_AFTER":
+			c.Jobs.RescueAfter, err = time.ParseDuration(v)
+		case "TIMESTORE_JOBS_SCHEDULER_INTERVAL":
+			c.Jobs.SchedulerInterval, err = time.ParseDuration(v)
+		case "TIMESTORE_JOBS_RECONCILE_SCHEDULE":
+			c.Jobs.ReconcileSchedule = v
 		default:
 			if name, ok := strings.CutPrefix(k, "TIMESTORE_TARGET_"); ok && name != "" {
 				if c.Targets == nil {

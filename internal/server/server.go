@@ -26,6 +26,7 @@ import (
 	"timestore/internal/config"
 	"timestore/internal/engine"
 	"timestore/internal/export"
+	"timestore/internal/faultpoint"
 	"timestore/internal/ingest"
 	"timestore/internal/jobs"
 	"timestore/internal/query"
@@ -162,7 +163,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Logger:     log,
 		Registerer: reg,
 		Tasks:      []jobs.Task{recon, compactionTask{compactor}, exp.Task(), s.Retention.RetentionTask(), s.Retention.SweepTask()},
-		Workers:    true,
+		Workers:    cfg.Jobs.Workers == nil || *cfg.Jobs.Workers,
+		MaxWorkers: cfg.Jobs.MaxWorkers, MaxAttempts: cfg.Jobs.MaxAttempts,
+		JobTimeout: cfg.Jobs.JobTimeout, RescueAfter: cfg.Jobs.RescueAfter,
+		SchedulerInterval: cfg.Jobs.SchedulerInterval, ReconcileSchedule: cfg.Jobs.ReconcileSchedule,
 		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
 			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,
 		})},
@@ -234,6 +238,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.Log.Info("serving", "address", ln.Addr().String(), "targets", s.Targets.Names())
+	if faultpoint.Enabled() {
+		s.Log.Warn("fault points are armed: this process will crash or fail on purpose; never set "+faultpoint.Env+" in production",
+			"spec", os.Getenv(faultpoint.Env))
+	}
 	var serveErr error
 	select {
 	case serveErr = <-errc:
