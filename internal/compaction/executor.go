@@ -16,6 +16,7 @@ import (
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
+	"timestore/internal/faultpoint"
 	"timestore/internal/storage"
 )
 
@@ -480,6 +481,9 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 	pf.Level = g.Level
 	pf.Target = target.Name
 	pf.Key = storage.PartitionKey(ds.Name, ds.Partition, g.WindowStart, storage.NewObjectID())
+	if err := faultpoint.Hit(ctx, faultpoint.CompactionBeforeUpload); err != nil {
+		return Merged{}, err
+	}
 	size, sum, err := target.PutFile(ctx, pf.Key, out)
 	if err != nil {
 		// The upload may have landed: do not leave it behind.
@@ -489,6 +493,10 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 	pf.SizeBytes, pf.Checksum = size, sum
 	lap(&tm.Upload)
 
+	if err := faultpoint.Hit(ctx, faultpoint.CompactionAfterUpload); err != nil {
+		c.deleteUploaded(ctx, target, pf.Key, true, log)
+		return Merged{}, err
+	}
 	if c.opts.BeforeCommit != nil {
 		if err := c.opts.BeforeCommit(ctx, g); err != nil {
 			c.deleteUploaded(ctx, target, pf.Key, true, log)
@@ -543,6 +551,9 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 		return Merged{}, fmt.Errorf("commit added %d partitions, want 1", len(cr.Added))
 	}
 	lap(&tm.Commit)
+	if err := faultpoint.Hit(ctx, faultpoint.CompactionAfterCommit); err != nil {
+		return Merged{}, err
+	}
 	return Merged{
 		Partition:   cr.Added[0].ID,
 		Inputs:      g.Inputs,

@@ -38,6 +38,7 @@ import (
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
+	"timestore/internal/faultpoint"
 	"timestore/internal/storage"
 )
 
@@ -622,6 +623,9 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		carried = prev.Files
 		first = nextPart(prev.Files)
 	}
+	if err := faultpoint.Hit(ctx, faultpoint.ExportBeforeUpload); err != nil {
+		return WindowResult{}, err
+	}
 	added := make([]catalog.ExportFile, len(st.files))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(x.opts.Concurrency)
@@ -641,6 +645,9 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		})
 	}
 	if err := g.Wait(); err != nil {
+		return WindowResult{}, err
+	}
+	if err := faultpoint.Hit(ctx, faultpoint.ExportAfterUpload); err != nil {
 		return WindowResult{}, err
 	}
 	files := append(slices.Clone(carried), added...)
@@ -680,6 +687,9 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		wr.NewRows += f.Rows
 		wr.Uploaded += f.Bytes
 	}
+	if err := faultpoint.Hit(ctx, faultpoint.ExportBeforeCommit); err != nil {
+		return WindowResult{}, err
+	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.opts.FinishTimeout)
 	defer cancel()
 	if _, err := x.opts.Store.VerifyExport(fctx, x0.ID, catalog.ExportResult{
@@ -687,6 +697,9 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		NewRows: wr.NewRows, NewBytes: wr.Uploaded - msize, Checksum: msum,
 		Details: map[string]any{"mode": st.mode, "new_files": len(added), "manifest_bytes": msize, "input_partitions": st.inputs},
 	}); err != nil {
+		return WindowResult{}, err
+	}
+	if err := faultpoint.Hit(ctx, faultpoint.ExportAfterCommit); err != nil {
 		return WindowResult{}, err
 	}
 	wr.Seconds = time.Since(st.start).Seconds()

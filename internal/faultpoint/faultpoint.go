@@ -59,7 +59,7 @@ const (
 
 	// RetentionBeforeCommit: the plan is computed; nothing changed.
 	RetentionBeforeCommit = "retention.before_commit"
-	// RetentionAfterCommit: partitions are marked removed; the follow-up sweep may not be enqueued.
+	// RetentionAfterCommit: partitions are marked removed and the sweep enqueued (same transaction); the job has not finished.
 	RetentionAfterCommit = "retention.after_commit"
 
 	// SweepBeforeDelete: purgeable partitions are chosen; no object deleted.
@@ -73,14 +73,14 @@ const (
 	ExportBeforeUpload = "export.before_upload"
 	// ExportAfterUpload: data files are uploaded; no _manifest.json.
 	ExportAfterUpload = "export.after_upload"
-	// ExportBeforeCommit: data files and _manifest.json are uploaded; the catalog does not record the export.
+	// ExportBeforeCommit: data files and _manifest.json are uploaded and read back, earlier attempts' leftovers deleted; the catalog does not record the export verified.
 	ExportBeforeCommit = "export.before_commit"
-	// ExportAfterCommit: the export is recorded; older versions' leftovers are not deleted yet.
+	// ExportAfterCommit: the export version is recorded verified; the job has not finished.
 	ExportAfterCommit = "export.after_commit"
 
 	// ReconcileBeforeDelete: orphans are found; none deleted.
 	ReconcileBeforeDelete = "reconcile.before_delete"
-	// ReconcileMidDelete: hit after each orphan deletion, before it is audited.
+	// ReconcileMidDelete: hit after each orphan's deletion is audited, before the object is deleted.
 	ReconcileMidDelete = "reconcile.mid_delete"
 )
 

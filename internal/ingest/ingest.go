@@ -24,6 +24,7 @@ import (
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
+	"timestore/internal/faultpoint"
 	"timestore/internal/storage"
 )
 
@@ -174,7 +175,13 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 		return Result{}, fmt.Errorf("ingest into %s: %w", ds.Name, err)
 	}
 
+	if err := faultpoint.Hit(ctx, faultpoint.IngestBeforeUpload); err != nil {
+		return Result{}, err
+	}
 	files, err := s.upload(ctx, ds, target, windows)
+	if err == nil {
+		err = faultpoint.Hit(ctx, faultpoint.IngestAfterUpload)
+	}
 	if err == nil && s.opts.AfterUpload != nil {
 		err = s.opts.AfterUpload(ctx, files)
 	}
@@ -196,6 +203,9 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 		s.deleteUnreferenced(target, files)
 	}
 	if err != nil {
+		return Result{}, err
+	}
+	if err := faultpoint.Hit(ctx, faultpoint.IngestAfterCommit); err != nil {
 		return Result{}, err
 	}
 	if !cr.Replayed {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"timestore/internal/faultpoint"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -243,6 +244,11 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 	for _, o := range c.Orphans {
 		t.metrics.found.WithLabelValues(d.Name, o.Target).Inc()
 	}
+	if len(c.Orphans) > 0 {
+		if err := faultpoint.Hit(ctx, faultpoint.ReconcileBeforeDelete); err != nil {
+			return r, err
+		}
+	}
 	for _, o := range c.Orphans {
 		deleted, err := t.deleteOrphan(ctx, d.Name, o, now, actor, log)
 		if deleted {
@@ -322,15 +328,9 @@ func (t *Task) deleteOrphan(ctx context.Context, dataset string, o Object, now t
 	if err != nil {
 		return false, err
 	}
-	if err := tg.Delete(ctx, o.Key); err != nil {
-		if errors.Is(err, storage.ErrNotExist) {
-			return false, nil
-		}
-		return false, fmt.Errorf("reconcile %s: delete orphan %s: %w", dataset, o.Key, err)
-	}
-	t.metrics.deleted.WithLabelValues(dataset, o.Target).Inc()
-	t.metrics.bytesDeleted.WithLabelValues(dataset, o.Target).Add(float64(o.Size))
-	log.Info("orphan object deleted", "target", o.Target, "key", o.Key, "bytes", o.Size, "mod_time", o.ModTime)
+	// Audit first: a process that dies between the two leaves an audited
+	// orphan that the next reconcile deletes (and audits again), never a
+	// deletion without a record.
 	err = t.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
 		Actor:   actor,
 		Action:  ActionDeleteOrphan,
@@ -340,8 +340,20 @@ func (t *Task) deleteOrphan(ctx context.Context, dataset string, o Object, now t
 		Details: map[string]any{"target": o.Target, "key": o.Key, "mod_time": o.ModTime, "age": now.Sub(o.ModTime).String()},
 	})
 	if err != nil {
-		return true, fmt.Errorf("reconcile %s: deleted orphan %s but could not audit it: %w", dataset, o.Key, err)
+		return false, fmt.Errorf("reconcile %s: audit deletion of orphan %s: %w", dataset, o.Key, err)
 	}
+	if err := faultpoint.Hit(ctx, faultpoint.ReconcileMidDelete); err != nil {
+		return false, err
+	}
+	if err := tg.Delete(ctx, o.Key); err != nil {
+		if errors.Is(err, storage.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reconcile %s: delete orphan %s: %w", dataset, o.Key, err)
+	}
+	t.metrics.deleted.WithLabelValues(dataset, o.Target).Inc()
+	t.metrics.bytesDeleted.WithLabelValues(dataset, o.Target).Add(float64(o.Size))
+	log.Info("orphan object deleted", "target", o.Target, "key", o.Key, "bytes", o.Size, "mod_time", o.ModTime)
 	return true, nil
 }
 

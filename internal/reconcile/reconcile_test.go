@@ -253,8 +253,9 @@ func TestReconcileKeepsObjectsOfDeletedNamesake(t *testing.T) {
 	require.ErrorIs(t, err, catalog.ErrNotFound)
 }
 
-// A failing delete fails the run (River retries it); the orphan is not
-// audited as deleted.
+// A failing delete fails the run (River retries it). The deletion is audited
+// before it is attempted, so a failed or interrupted attempt leaves one
+// record more than deletions done, never a deletion without a record.
 func TestReconcileDeleteFailureFailsTheRun(t *testing.T) {
 	b := setup(t, storage.LocalTargetName)
 	orphan, _, _ := b.put(t, "metrics", 10)
@@ -270,13 +271,17 @@ func TestReconcileDeleteFailureFailsTheRun(t *testing.T) {
 	require.True(t, b.exists(t, orphan))
 	entries, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: reconcile.ActionDeleteOrphan})
 	require.NoError(t, err)
-	require.Empty(t, entries)
+	require.Len(t, entries, 1)
 
 	remove()
 	r, err = b.task.Reconcile(b.ctx, "metrics", false, "job:2", nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, r.OrphansDeleted)
 	require.False(t, b.exists(t, orphan))
+	entries, err = b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: reconcile.ActionDeleteOrphan})
+	require.NoError(t, err)
+	require.Len(t, entries, 2)
+	require.Equal(t, orphan, entries[0].Details["key"])
 }
 
 // Through the job harness: trigger reconcile, the job deletes the orphan

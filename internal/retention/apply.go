@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"timestore/internal/faultpoint"
 
 	"timestore/internal/catalog"
 	"timestore/internal/policy"
@@ -135,6 +136,9 @@ func (s *Service) Apply(ctx context.Context, dataset string, ro RunOptions) (App
 			res.SweepEnqueued, err = s.enqueuePendingSweep(ctx, datasetID, dataset)
 			return res, err
 		}
+		if err := faultpoint.Hit(ctx, faultpoint.RetentionBeforeCommit); err != nil {
+			return res, err
+		}
 		version, err := s.commitPlan(ctx, plan, datasetID, ro)
 		if errors.Is(err, catalog.ErrConflict) && attempt == 1 {
 			ro.Logger.InfoContext(ctx, "retention change conflicted; planning again", "dataset", dataset, "error", err)
@@ -143,6 +147,9 @@ func (s *Service) Apply(ctx context.Context, dataset string, ro RunOptions) (App
 		}
 		if err != nil {
 			return res, fmt.Errorf("apply retention to %s: %w", dataset, err)
+		}
+		if err := faultpoint.Hit(ctx, faultpoint.RetentionAfterCommit); err != nil {
+			return res, err
 		}
 		res.Version = version
 		res.Removed = plan.Remove

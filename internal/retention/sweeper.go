@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"timestore/internal/faultpoint"
 
 	"timestore/internal/catalog"
 	"timestore/internal/storage"
@@ -211,12 +212,18 @@ func (s *Service) sweepOne(ctx context.Context, d catalog.SweepDataset, ro RunOp
 			break
 		}
 		after = pending[len(pending)-1].ID
+		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeDelete); err != nil {
+			return ds, err
+		}
 		done, gone, failed := s.deleteObjects(ctx, pending, log)
 		ds.ObjectsDeleted += len(done)
 		ds.AlreadyGone += gone
 		ds.DeleteErrors += len(failed)
 		// Record what is gone even if ctx ended meanwhile: it is cheaper
 		// than deleting again.
+		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeCommit); err != nil {
+			return ds, err
+		}
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DeleteTimeout)
 		err = s.opts.Store.MarkObjectsDeleted(mctx, done)
 		cancel()
@@ -278,7 +285,10 @@ func (s *Service) deleteObject(ctx context.Context, p catalog.Partition) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.DeleteTimeout)
+	dctx, cancel := context.WithTimeout(ctx, s.opts.DeleteTimeout)
 	defer cancel()
-	return t.Delete(ctx, p.Key)
+	if err := t.Delete(dctx, p.Key); err != nil {
+		return err
+	}
+	return faultpoint.Hit(ctx, faultpoint.SweepMidDelete)
 }
