@@ -100,6 +100,10 @@ type JobsConfig struct {
 	// ReconcileSchedule is the reconcile schedule of every dataset, or "off"
 	// (TIMESTORE_JOBS_RECONCILE_SCHEDULE, jobs.reconcile_schedule).
 	ReconcileSchedule string `yaml:"reconcile_schedule,omitempty"`
+	// ReconcileSafetyAge is how old an unreferenced object must be before
+	// reconcile deletes it; it must exceed the longest ingest or job attempt
+	// (TIMESTORE_JOBS_RECONCILE_SAFETY_AGE, jobs.reconcile_safety_age).
+	ReconcileSafetyAge time.Duration `yaml:"reconcile_safety_age,omitempty"`
 }
 
 // Default returns a Config with every default applied.
@@ -191,6 +195,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.Jobs.SchedulerInterval, err = time.ParseDuration(v)
 		case "TIMESTORE_JOBS_RECONCILE_SCHEDULE":
 			c.Jobs.ReconcileSchedule = v
+		case "TIMESTORE_JOBS_RECONCILE_SAFETY_AGE":
+			c.Jobs.ReconcileSafetyAge, err = time.ParseDuration(v)
 		default:
 			if name, ok := strings.CutPrefix(k, "TIMESTORE_TARGET_"); ok && name != "" {
 				if c.Targets == nil {

@@ -78,3 +78,23 @@ func TestListensOnLoopback(t *testing.T) {
 		require.Equal(t, want, c.ListensOnLoopback(), addr)
 	}
 }
+
+func TestJobsFromEnvironment(t *testing.T) {
+	c, err := Load("", []string{
+		"TIMESTORE_JOBS_WORKERS=false", "TIMESTORE_JOBS_MAX_WORKERS=3", "TIMESTORE_JOBS_MAX_ATTEMPTS=7",
+		"TIMESTORE_JOBS_JOB_TIMEOUT=10s", "TIMESTORE_JOBS_RESCUE_AFTER=12s", "TIMESTORE_JOBS_SCHEDULER_INTERVAL=2s",
+		"TIMESTORE_JOBS_RECONCILE_SCHEDULE=off", "TIMESTORE_JOBS_RECONCILE_SAFETY_AGE=5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := c.Jobs
+	if j.Workers == nil || *j.Workers || j.MaxWorkers != 3 || j.MaxAttempts != 7 || j.JobTimeout != 10*time.Second ||
+		j.RescueAfter != 12*time.Second || j.SchedulerInterval != 2*time.Second || j.ReconcileSchedule != "off" ||
+		j.ReconcileSafetyAge != 5*time.Second {
+		t.Fatalf("jobs config = %+v", j)
+	}
+	if _, err := Load("", []string{"TIMESTORE_JOBS_JOB_TIMEOUT=soon"}); err == nil || !strings.Contains(err.Error(), "TIMESTORE_JOBS_JOB_TIMEOUT") {
+		t.Fatalf("bad duration: err = %v", err)
+	}
+}

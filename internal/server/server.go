@@ -132,7 +132,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Logger: log, Registerer: reg, Timeout: cfg.QueryTimeout,
 	})
 
-	recon, err := reconcile.New(reconcile.Options{Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg})
+	recon, err := reconcile.New(reconcile.Options{Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg,
+		SafetyAge: cfg.Jobs.ReconcileSafetyAge})
 	if err != nil {
 		return nil, err
 	}
