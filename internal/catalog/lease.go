@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -85,4 +87,49 @@ func (s *Store) PinnedVersions(ctx context.Context, datasetID int64, now time.Ti
 		return nil, fmt.Errorf("pinned versions of dataset %d: %w", datasetID, err)
 	}
 	return versions, nil
+}
+
+// LeaseKeeper renews and releases leases (a *Store, or an interface over one).
+type LeaseKeeper interface {
+	RenewLease(ctx context.Context, id int64, ttl time.Duration) error
+	ReleaseLease(ctx context.Context, id int64) error
+}
+
+// KeepLease renews lease id every ttl/3 until the returned function is
+// called, which stops renewing and releases the lease. The function is safe
+// to call more than once. Renew and release failures are logged with what
+// (e.g. "query", "export") naming the holder; a lease that is not released
+// expires by itself after ttl.
+func KeepLease(s LeaseKeeper, id int64, ttl time.Duration, what string, log *slog.Logger) (release func()) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := s.RenewLease(ctx, id, ttl); err != nil {
+					log.Warn("renew "+what+" lease", "lease", id, "error", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.ReleaseLease(ctx, id); err != nil {
+				log.Warn("release "+what+" lease; it expires by itself", "lease", id, "error", err)
+			}
+		})
+	}
 }

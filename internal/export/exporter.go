@@ -29,7 +29,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -496,7 +495,7 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 	if err != nil {
 		return nil, fmt.Errorf("export %s window %s: %w", ds.Name, w.Label, err)
 	}
-	st.cleanup = append(st.cleanup, x.keepLease(lease, st.log))
+	st.cleanup = append(st.cleanup, catalog.KeepLease(x.opts.Store, lease, x.opts.LeaseTTL, "export", st.log))
 	ds = snap.Dataset
 
 	series, err := x.opts.Store.ExportSeries(ctx, ds.ID, set.Target, set.Window)
@@ -709,42 +708,6 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	st.log.InfoContext(ctx, "window exported", "files", wr.Files, "new_files", wr.NewFiles, "rows", wr.Rows,
 		"new_rows", wr.NewRows, "bytes", wr.Bytes, "duration", time.Since(st.start))
 	return wr, nil
-}
-
-// keepLease renews a snapshot lease until the returned function is called,
-// which also releases it.
-func (x *Exporter) keepLease(id int64, log *slog.Logger) func() {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(x.opts.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if err := x.opts.Store.RenewLease(ctx, id, x.opts.LeaseTTL); err != nil {
-					log.Warn("renew export lease", "lease", id, "error", err)
-				}
-				cancel()
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(stop)
-			<-done
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := x.opts.Store.ReleaseLease(ctx, id); err != nil {
-				log.Warn("release export lease; it expires by itself", "lease", id, "error", err)
-			}
-		})
-	}
 }
 
 // checkOwner checks that the window's _manifest.json, if there is one, is

@@ -159,7 +159,7 @@ func (s *Service) Run(ctx context.Context, req Request) (_ *Result, err error) {
 	}
 	res.Version = snap.Version
 	res.Partitions = len(snap.Partitions)
-	s.keepLease(res, lease)
+	res.cleanup = append(res.cleanup, catalog.KeepLease(s.opts.Store, lease, s.opts.LeaseTTL, "query", s.opts.Logger))
 
 	files := make([]string, 0, len(snap.Partitions))
 	for _, p := range snap.Partitions {
@@ -189,37 +189,4 @@ func (s *Service) Run(ctx context.Context, req Request) (_ *Result, err error) {
 	}
 	res.Rows = rows
 	return res, nil
-}
-
-// keepLease renews the snapshot's lease while the query runs and releases it
-// when the result is closed.
-func (s *Service) keepLease(res *Result, id int64) {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(s.opts.LeaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if err := s.opts.Store.RenewLease(rctx, id, s.opts.LeaseTTL); err != nil {
-					s.opts.Logger.Warn("renew query lease", "lease", id, "error", err)
-				}
-				cancel()
-			}
-		}
-	}()
-	res.cleanup = append(res.cleanup, func() {
-		close(stop)
-		<-done
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.opts.Store.ReleaseLease(rctx, id); err != nil {
-			s.opts.Logger.Warn("release query lease; it expires by itself", "lease", id, "error", err)
-		}
-	})
 }
