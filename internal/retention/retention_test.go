@@ -1,13 +1,16 @@
 package retention_test
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/catalog"
+	"timestore/internal/faultpoint"
 	"timestore/internal/policy"
 	"timestore/internal/query"
 	"timestore/internal/retention"
@@ -460,4 +463,39 @@ func TestSweepDeletedDatasets(t *testing.T) {
 	}
 	require.Empty(t, b.objects(t))
 	require.Len(t, b.audit(t, catalog.ActionRetentionPurge), 2)
+}
+
+// A removal committed while a sweep runs is swept by that sweep: River drops
+// the follow-up sweep enqueued with the removal as a duplicate of the
+// running one, so the sweep starts another round when the manifest moved.
+// Not parallel: it arms a process-wide fault point hook.
+func TestRemovalDuringSweepIsSwept(t *testing.T) {
+	b := setup(t, false, 0)
+	b.ingestDays(t, 5, 20)
+	res := b.apply(t, "alice")
+	require.Equal(t, int64(2), res.Removed.Partitions)
+
+	var once sync.Once
+	late := b.days[2]
+	disarm := faultpoint.Arm(faultpoint.SweepBeforeDelete, func(ctx context.Context) error {
+		var err error
+		once.Do(func() {
+			_, err = b.store.Commit(ctx, catalog.Change{
+				Dataset: b.ds.Name, Operation: catalog.OpRetention, Actor: "test", Remove: []int64{late.ID},
+			})
+		})
+		return err
+	})
+	t.Cleanup(disarm)
+
+	b.sweepClock(time.Minute)
+	sw := b.sweep(t, "job:1")
+	require.Equal(t, 3, sw.Purged, "the partition removed during the sweep is purged by it")
+	require.Equal(t, 3, sw.ObjectsDeleted)
+	require.False(t, sw.KeptBack())
+	for _, p := range b.days[:3] {
+		require.False(t, b.exists(t, p))
+		require.Equal(t, catalog.StatePurged, b.partition(t, p.ID).State())
+	}
+	require.Equal(t, b.want(3, 4), b.ns(t))
 }

@@ -165,74 +165,38 @@ func minPositive(a, b time.Duration) time.Duration {
 }
 
 // sweepOne runs both phases for one dataset.
+// maxSweepRounds bounds how often one sweep of a dataset starts over
+// because its manifest changed while it ran.
+const maxSweepRounds = 5
+
 func (s *Service) sweepOne(ctx context.Context, d catalog.SweepDataset, ro RunOptions) (ds DatasetSweep, err error) {
 	log := ro.Logger.With("dataset", d.Name, "dataset_id", d.ID)
 	grace := Grace(d.Policy)
-	cutoff := s.opts.Now().Add(-grace)
-	ds = DatasetSweep{ID: d.ID, Name: d.Name, Deleted: d.Deleted, Grace: grace.String(), Cutoff: cutoff.UTC(), PinnedVersions: []int64{}}
-
-	// Phase 1: purge, in batches, each its own transaction.
-	start := time.Now()
-	for {
-		b, err := s.opts.Store.PurgeRemoved(ctx, d.ID, cutoff, s.opts.SweepBatchSize, ro.Actor)
-		if err != nil {
+	ds = DatasetSweep{ID: d.ID, Name: d.Name, Deleted: d.Deleted, Grace: grace.String(), PinnedVersions: []int64{}}
+	// A manifest change that removes partitions enqueues a sweep in its own
+	// transaction, but River drops that sweep as a duplicate while this one
+	// runs. So when the manifest moved during a round, sweep again: the next
+	// round purges what became purgeable or counts it as kept back (and the
+	// job snoozes until then). What changes after the last check waits for
+	// the next sweep (at the latest the hourly backstop sweep).
+	version := d.ManifestVersion
+	for round := 1; ; round++ {
+		if err := s.sweepRound(ctx, d, grace, ro, &ds, log); err != nil {
 			return ds, err
 		}
-		var bytes int64
-		for _, p := range b.Purged {
-			bytes += p.SizeBytes
+		cur, err := s.opts.Store.GetDatasetByID(ctx, d.ID)
+		if err != nil {
+			if errors.Is(err, catalog.ErrNotFound) {
+				break
+			}
+			return ds, err
 		}
-		ds.Purged += len(b.Purged)
-		ds.PurgedBytes += bytes
-		s.metrics.purgedParts.WithLabelValues(d.Name).Add(float64(len(b.Purged)))
-		s.metrics.purgedBytes.WithLabelValues(d.Name).Add(float64(bytes))
-		ds.KeptByGrace, ds.KeptByLease, ds.NextGraceExpiry = b.KeptByGrace, b.KeptByLease, b.NextGraceExpiry
-		ds.PinnedVersions = b.PinnedVersions
-		if !b.More || len(b.Purged) == 0 {
+		if cur.ManifestVersion == version || round == maxSweepRounds || ds.DeleteErrors > 0 {
 			break
 		}
-	}
-	if ds.Purged > 0 {
-		log.InfoContext(ctx, "partitions purged", "purged", ds.Purged, "bytes", ds.PurgedBytes, "grace", grace,
-			"pinned_versions", ds.PinnedVersions, "actor", ro.Actor)
-	}
-
-	ds.PurgeSeconds = time.Since(start).Seconds()
-
-	// Phase 2: delete the objects of every purged partition still pending.
-	start = time.Now()
-	defer func() { ds.DeleteSeconds = time.Since(start).Seconds() }()
-	var after int64
-	for {
-		pending, err := s.opts.Store.PendingObjectDeletes(ctx, d.ID, after, s.opts.SweepBatchSize)
-		if err != nil {
-			return ds, err
-		}
-		if len(pending) == 0 {
-			break
-		}
-		after = pending[len(pending)-1].ID
-		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeDelete); err != nil {
-			return ds, err
-		}
-		done, gone, failed := s.deleteObjects(ctx, pending, log)
-		ds.ObjectsDeleted += len(done)
-		ds.AlreadyGone += gone
-		ds.DeleteErrors += len(failed)
-		// Record what is gone even if ctx ended meanwhile: it is cheaper
-		// than deleting again.
-		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeCommit); err != nil {
-			return ds, err
-		}
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DeleteTimeout)
-		err = s.opts.Store.MarkObjectsDeleted(mctx, done)
-		cancel()
-		if err != nil {
-			return ds, err
-		}
-		if err := ctx.Err(); err != nil {
-			return ds, err
-		}
+		log.InfoContext(ctx, "manifest changed during the sweep; sweeping again", "from_version", version,
+			"to_version", cur.ManifestVersion, "round", round+1)
+		version = cur.ManifestVersion
 	}
 	if ds.DeleteErrors > 0 {
 		return ds, fmt.Errorf("%d objects of purged partitions could not be deleted; they stay pending and the next sweep tries again", ds.DeleteErrors)
@@ -242,6 +206,79 @@ func (s *Service) sweepOne(ctx context.Context, d catalog.SweepDataset, ro RunOp
 			"kept_by_grace", ds.KeptByGrace, "kept_by_lease", ds.KeptByLease)
 	}
 	return ds, nil
+}
+
+// sweepRound purges what may go and deletes the objects of every purged
+// partition still pending, adding to ds.
+func (s *Service) sweepRound(ctx context.Context, d catalog.SweepDataset, grace time.Duration, ro RunOptions, ds *DatasetSweep, log *slog.Logger) error {
+	cutoff := s.opts.Now().Add(-grace)
+	ds.Cutoff = cutoff.UTC()
+
+	// Phase 1: purge, in batches, each its own transaction.
+	start := time.Now()
+	purged, purgedBytes := 0, int64(0)
+	for {
+		b, err := s.opts.Store.PurgeRemoved(ctx, d.ID, cutoff, s.opts.SweepBatchSize, ro.Actor)
+		if err != nil {
+			return err
+		}
+		var bytes int64
+		for _, p := range b.Purged {
+			bytes += p.SizeBytes
+		}
+		purged += len(b.Purged)
+		purgedBytes += bytes
+		s.metrics.purgedParts.WithLabelValues(d.Name).Add(float64(len(b.Purged)))
+		s.metrics.purgedBytes.WithLabelValues(d.Name).Add(float64(bytes))
+		ds.KeptByGrace, ds.KeptByLease, ds.NextGraceExpiry = b.KeptByGrace, b.KeptByLease, b.NextGraceExpiry
+		ds.PinnedVersions = b.PinnedVersions
+		if !b.More || len(b.Purged) == 0 {
+			break
+		}
+	}
+	ds.Purged += purged
+	ds.PurgedBytes += purgedBytes
+	if purged > 0 {
+		log.InfoContext(ctx, "partitions purged", "purged", purged, "bytes", purgedBytes, "grace", grace,
+			"pinned_versions", ds.PinnedVersions, "actor", ro.Actor)
+	}
+	ds.PurgeSeconds += time.Since(start).Seconds()
+
+	// Phase 2: delete the objects of every purged partition still pending.
+	start = time.Now()
+	defer func() { ds.DeleteSeconds += time.Since(start).Seconds() }()
+	var after int64
+	for {
+		pending, err := s.opts.Store.PendingObjectDeletes(ctx, d.ID, after, s.opts.SweepBatchSize)
+		if err != nil {
+			return err
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		after = pending[len(pending)-1].ID
+		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeDelete); err != nil {
+			return err
+		}
+		done, gone, failed := s.deleteObjects(ctx, pending, log)
+		ds.ObjectsDeleted += len(done)
+		ds.AlreadyGone += gone
+		ds.DeleteErrors += len(failed)
+		if err := faultpoint.Hit(ctx, faultpoint.SweepBeforeCommit); err != nil {
+			return err
+		}
+		// Record what is gone even if ctx ended meanwhile: it is cheaper
+		// than deleting again.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.DeleteTimeout)
+		err = s.opts.Store.MarkObjectsDeleted(mctx, done)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }
 
 // deleteObjects deletes the objects of purged partitions, DeleteConcurrency
