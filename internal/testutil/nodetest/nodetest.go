@@ -80,7 +80,9 @@ type Config struct {
 	DataDir string
 	// Env is extra environment, KEY=VALUE, e.g. TIMESTORE_TARGET_REMOTE or
 	// TIMESTORE_FAULTPOINTS. The test process's environment (with the AWS
-	// credentials s3test.SetCredentialsEnv set) is inherited.
+	// credentials s3test.SetCredentialsEnv set) is inherited. Keep
+	// TIMESTORE_LOG_LEVEL at info or debug: readiness waits for the
+	// "serving" log line.
 	Env []string
 }
 
@@ -113,26 +115,61 @@ func Start(t testing.TB, cfg Config) *Node {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &Node{t: t, cfg: cfg, Addr: fmt.Sprintf("127.0.0.1:%d", port), logs: &syncBuffer{}}
-	n.URL = "http://" + n.Addr
-	n.Client = client.New(n.URL, "")
+	n := &Node{t: t, cfg: cfg, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		n.Kill()
 		if t.Failed() {
 			t.Logf("timestore %s output:\n%s", n.Addr, n.Logs())
 		}
 	})
-	if err := n.start(nil); err != nil {
-		t.Fatal(err)
+	// Another process may bind the port between freePort and the node's
+	// bind, seconds later: then try another port.
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+		n.URL = "http://" + n.Addr
+		n.Client = client.New(n.URL, "")
+		if err := n.start(nil); err != nil {
+			t.Fatal(err)
+		}
+		err = n.WaitReady(ReadyTimeout)
+		if err == nil {
+			return n
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		n.mu.Lock()
+		n.cmd = nil
+		n.mu.Unlock()
 	}
-	if err := n.WaitReady(ReadyTimeout); err != nil {
-		t.Fatal(err)
+}
+
+// errPortTaken is wrapped by WaitReady's error when the process could not
+// bind its port.
+var errPortTaken = errors.New("port taken by another process")
+
+// startMarker begins the output of each run in the node's log.
+const startMarker = "--- start "
+
+// currentRun returns the output of the node's latest run.
+func (n *Node) currentRun() string {
+	logs := n.Logs()
+	if i := strings.LastIndex(logs, startMarker); i >= 0 {
+		return logs[i:]
 	}
-	return n
+	return logs
+}
+
+// serving reports whether the latest run logged that it serves: it holds
+// its port, so /readyz answers come from it and not from a process that
+// took the port meanwhile.
+func (n *Node) serving() bool {
+	out := n.currentRun()
+	return strings.Contains(out, `"msg":"serving"`) || strings.Contains(out, "msg=serving")
 }
 
 // StartNoWait starts the process with extra environment and returns without
@@ -166,7 +203,7 @@ func (n *Node) start(extraEnv []string) error {
 		}
 	}
 	cmd.Env = append(append(env, n.cfg.Env...), extraEnv...)
-	fmt.Fprintf(n.logs, "--- start %s %s\n", n.Addr, strings.Join(extraEnv, " "))
+	fmt.Fprintf(n.logs, "%s%s %s\n", startMarker, n.Addr, strings.Join(extraEnv, " "))
 	cmd.Stdout = n.logs
 	cmd.Stderr = n.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -185,8 +222,8 @@ func (n *Node) start(extraEnv []string) error {
 	return nil
 }
 
-// WaitReady polls /readyz until it answers 200, the process exits, or
-// timeout passes.
+// WaitReady polls /readyz until the process has logged that it serves and
+// /readyz answers 200, the process exits, or timeout passes.
 func (n *Node) WaitReady(timeout time.Duration) error {
 	n.mu.Lock()
 	exited := n.exited
@@ -194,15 +231,22 @@ func (n *Node) WaitReady(timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := hc.Get(n.URL + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+		var err error
+		if n.serving() {
+			var resp *http.Response
+			resp, err = hc.Get(n.URL + "/readyz")
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
 			}
 		}
 		select {
 		case <-exited:
+			if strings.Contains(n.currentRun(), "address already in use") {
+				return fmt.Errorf("timestore %s: %w:\n%s", n.Addr, errPortTaken, n.currentRun())
+			}
 			return fmt.Errorf("timestore %s exited before it was ready:\n%s", n.Addr, n.Logs())
 		default:
 		}
@@ -306,13 +350,33 @@ func (n *Node) WaitLog(ctx context.Context, substr string, timeout time.Duration
 	return nil
 }
 
+// usedPorts are the ports given to nodes of this test binary. A node keeps
+// its port across restarts, so while it is down its port looks free: without
+// this, another node could be given it and the two would answer each other's
+// requests.
+var usedPorts struct {
+	mu    sync.Mutex
+	ports map[int]bool
+}
+
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	usedPorts.mu.Lock()
+	defer usedPorts.mu.Unlock()
+	if usedPorts.ports == nil {
+		usedPorts.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !usedPorts.ports[port] {
+			usedPorts.ports[port] = true
+			return port, nil
+		}
+	}
 }
 
 type syncBuffer struct {
