@@ -58,7 +58,7 @@ func (s *Server) ingestRows(w http.ResponseWriter, r *http.Request) error {
 	res, err := s.opts.Ingest.Ingest(r.Context(), ingest.Request{
 		Dataset:        name,
 		Format:         format,
-		Body:           http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes),
+		Body:           requestBody(w, r, s.opts.MaxBodyBytes),
 		IdempotencyKey: key,
 		Actor:          actor(r),
 	})
@@ -134,6 +134,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	// The query's own timeout bounds producing the answer; this bounds
+	// delivering it to a client that stops reading.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.opts.QueryTimeout + queryWriteGrace))
 	res, err := s.opts.Query.Run(r.Context(), query.Request{Dataset: name, SQL: req.SQL, From: from, To: to})
 	if err != nil {
 		return err
@@ -147,10 +150,16 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Timestore-Manifest-Version", strconv.FormatInt(res.Version, 10))
 	w.Header().Set("Timestore-Partitions-Scanned", strconv.Itoa(res.Partitions))
+	stream := s.streamJSON
 	if asCSV {
-		return s.streamCSV(w, res, hasRow)
+		stream = s.streamCSV
 	}
-	return s.streamJSON(w, res, hasRow)
+	// The status is sent: a failure now is the client's connection (it went
+	// away, or stopped reading past the write deadline), not a server error.
+	if err := stream(w, res, hasRow); err != nil {
+		s.log.WarnContext(r.Context(), "query answer not delivered", "dataset", name, "error", err)
+	}
+	return nil
 }
 
 func (s *Server) streamJSON(w http.ResponseWriter, res *query.Result, hasRow bool) error {

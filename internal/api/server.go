@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -31,6 +33,11 @@ const (
 	MaxBodyBytesDefault int64 = 256 << 20
 	// maxJSONBody bounds the small JSON bodies of the other routes.
 	maxJSONBody = 1 << 20
+	// queryWriteGrace is how long past the query timeout a query's answer
+	// may take to reach the client before the connection is cut, so that a
+	// client that stops reading cannot hold a query (its snapshot lease and
+	// sandbox) forever.
+	queryWriteGrace = 5 * time.Second
 )
 
 // Options configures a Server.
@@ -52,6 +59,9 @@ type Options struct {
 	AdminEnabled bool
 	// MaxBodyBytes bounds an ingest body. Defaults to MaxBodyBytesDefault.
 	MaxBodyBytes int64
+	// QueryTimeout is the query service's timeout; a query's answer must be
+	// written within it plus queryWriteGrace. Defaults to query.TimeoutDefault.
+	QueryTimeout time.Duration
 	// Jobs runs and inspects lifecycle jobs for /admin/v1; nil answers 503 there.
 	Jobs Jobs
 	// AdminUI is the jobs web UI served at /admin/ui/ behind the admin auth.
@@ -73,6 +83,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = MaxBodyBytesDefault
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = query.TimeoutDefault
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -201,8 +214,14 @@ func bearer(r *http.Request) (string, bool) {
 	return tok, true
 }
 
+// tokenEqual compares a presented token with a configured one in constant
+// time; comparing digests hides the configured token's length too.
 func tokenEqual(a, b string) bool {
-	return b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+	if b == "" {
+		return false
+	}
+	da, db := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(da[:], db[:]) == 1
 }
 
 // requireToken guards /v1: the data-plane token or the admin token, when a
@@ -276,11 +295,12 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return &httpError{http.StatusUnsupportedMediaType, CodeUnsupportedMedia, fmt.Sprintf("content type %q: want application/json", ct)}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec := json.NewDecoder(requestBody(w, r, maxJSONBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var he *httpError
+		if errors.As(err, &mbe) || errors.As(err, &he) {
 			return err
 		}
 		if errors.Is(err, io.EOF) {
@@ -292,4 +312,22 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return badRequest("invalid JSON body: more than one value")
 	}
 	return nil
+}
+
+// requestBody bounds r's body to limit bytes (a larger one fails with
+// *http.MaxBytesError, answered 413) and turns a read cut off by the
+// server's read timeout (a client sending too slowly) into a 408.
+func requestBody(w http.ResponseWriter, r *http.Request, limit int64) io.Reader {
+	return deadlineReader{http.MaxBytesReader(w, r.Body, limit)}
+}
+
+type deadlineReader struct{ r io.Reader }
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &httpError{http.StatusRequestTimeout, CodeTimeout,
+			"the request body was not received within the server's read timeout"}
+	}
+	return n, err
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ const (
 	MaxBodyBytesDefault int64 = 256 << 20
 	// QueryTimeoutDefault bounds one query.
 	QueryTimeoutDefault = 60 * time.Second
+	// ReadHeaderTimeoutDefault bounds reading a request's headers.
+	ReadHeaderTimeoutDefault = 10 * time.Second
+	// ReadTimeoutDefault bounds reading a whole request, headers and body.
+	ReadTimeoutDefault = 10 * time.Minute
 	// CacheMaxBytesDefault bounds the local read cache of remote partitions: 10 GiB.
 	CacheMaxBytesDefault int64 = 10 << 30
 	// LogFormatDefault is "json"; "text" is the other choice.
@@ -59,6 +64,13 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// QueryTimeout bounds one query (TIMESTORE_QUERY_TIMEOUT, query_timeout). Defaults to QueryTimeoutDefault.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// ReadHeaderTimeout bounds reading a request's headers (TIMESTORE_READ_HEADER_TIMEOUT,
+	// read_header_timeout). Defaults to ReadHeaderTimeoutDefault.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, headers and body, so that a
+	// client sending its body too slowly is cut off (TIMESTORE_READ_TIMEOUT,
+	// read_timeout). Defaults to ReadTimeoutDefault.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// CacheMaxBytes bounds the read cache of remote partitions (TIMESTORE_CACHE_MAX_BYTES, cache_max_bytes).
 	// Defaults to CacheMaxBytesDefault.
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
@@ -109,14 +121,16 @@ type JobsConfig struct {
 // Default returns a Config with every default applied.
 func Default() Config {
 	return Config{
-		Listen:        ListenDefault,
-		DataDir:       DataDirDefault,
-		Targets:       map[string]string{},
-		MaxBodyBytes:  MaxBodyBytesDefault,
-		QueryTimeout:  QueryTimeoutDefault,
-		CacheMaxBytes: CacheMaxBytesDefault,
-		LogFormat:     LogFormatDefault,
-		LogLevel:      LogLevelDefault,
+		Listen:            ListenDefault,
+		DataDir:           DataDirDefault,
+		Targets:           map[string]string{},
+		MaxBodyBytes:      MaxBodyBytesDefault,
+		QueryTimeout:      QueryTimeoutDefault,
+		ReadHeaderTimeout: ReadHeaderTimeoutDefault,
+		ReadTimeout:       ReadTimeoutDefault,
+		CacheMaxBytes:     CacheMaxBytesDefault,
+		LogFormat:         LogFormatDefault,
+		LogLevel:          LogLevelDefault,
 	}
 }
 
@@ -169,6 +183,10 @@ func (c *Config) applyEnv(environ []string) error {
 			c.MaxBodyBytes, err = strconv.ParseInt(v, 10, 64)
 		case "TIMESTORE_QUERY_TIMEOUT":
 			c.QueryTimeout, err = time.ParseDuration(v)
+		case "TIMESTORE_READ_HEADER_TIMEOUT":
+			c.ReadHeaderTimeout, err = time.ParseDuration(v)
+		case "TIMESTORE_READ_TIMEOUT":
+			c.ReadTimeout, err = time.ParseDuration(v)
 		case "TIMESTORE_CACHE_MAX_BYTES":
 			c.CacheMaxBytes, err = strconv.ParseInt(v, 10, 64)
 		case "TIMESTORE_DUCKDB_MEMORY_LIMIT":
@@ -226,6 +244,12 @@ func (c Config) Validate() error {
 	if c.QueryTimeout <= 0 {
 		return errors.New("query timeout must be positive")
 	}
+	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 {
+		return errors.New("read header timeout and read timeout must be positive")
+	}
+	if c.Token != "" && c.Token == c.AdminToken {
+		return errors.New("the data-plane token and the admin token must differ: the data-plane token must not grant admin access")
+	}
 	if c.DataDir == "" {
 		return errors.New("data dir is required")
 	}
@@ -272,12 +296,39 @@ func (c Config) Redacted() Config {
 	return r
 }
 
-var secretParams = []string{"password", "secret", "token", "key", "signature", "credential", "sslpassword"}
+// secretWords mark a query parameter or connection-string keyword whose
+// value is secret: any whose lower-cased name contains one of them.
+var secretWords = []string{"password", "passwd", "secret", "token", "key", "signature", "credential", "auth", "session"}
 
-// RedactURL hides a URL's password and any query parameter whose name suggests a secret.
+func isSecretName(name string) bool {
+	n := strings.ToLower(name)
+	for _, s := range secretWords {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// dsnPair is one keyword=value pair of a libpq-style connection string; a
+// quoted value may hold spaces and backslash escapes, and an unterminated
+// one runs to the end.
+var dsnPair = regexp.MustCompile(`([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*(?:'|\\?$)|\S*)`)
+
+// RedactURL hides a URL's password and any query parameter whose name
+// suggests a secret. A keyword=value connection string ("host=db
+// password=..."), which the catalog accepts too, has its secret values hidden.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return raw
+	}
+	if !strings.Contains(raw, "://") && strings.Contains(raw, "=") {
+		return dsnPair.ReplaceAllStringFunc(raw, func(pair string) string {
+			if m := dsnPair.FindStringSubmatch(pair); isSecretName(m[1]) {
+				return m[1] + "=" + redacted
+			}
+			return pair
+		})
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -291,12 +342,9 @@ func RedactURL(raw string) string {
 	q := u.Query()
 	changed := false
 	for name := range q {
-		lname := strings.ToLower(name)
-		for _, s := range secretParams {
-			if strings.Contains(lname, s) {
-				q.Set(name, redacted)
-				changed = true
-			}
+		if isSecretName(name) {
+			q.Set(name, redacted)
+			changed = true
 		}
 	}
 	if changed {

@@ -195,7 +195,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Jobs: s.Jobs, AdminUI: s.ui, Retention: s.Retention,
 		Logger: log, Registerer: reg, Gatherer: reg,
 		Token: cfg.Token, AdminToken: cfg.AdminToken, AdminEnabled: adminEnabled,
-		MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxBodyBytes: cfg.MaxBodyBytes, QueryTimeout: cfg.QueryTimeout,
 	})
 	return s, nil
 }
@@ -231,8 +231,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: s.Handler(),
+		// A client that dribbles its headers or body is cut off; responses
+		// are bounded per route (a query by its timeout, see api).
+		ReadHeaderTimeout: s.Config.ReadHeaderTimeout,
+		ReadTimeout:       s.Config.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 	}

@@ -29,6 +29,10 @@ import (
 type Options struct {
 	// S3 adds a target "remote" on a fresh bucket of the package's shared versitygw.
 	S3 bool
+	// S3Server, if set, is the versitygw of the target "remote" (a fresh
+	// bucket on it) instead of the shared one, so that the test can stop and
+	// restart it. It implies S3.
+	S3Server *s3test.Server
 	// AfterUpload is the ingest fault-injection hook.
 	AfterUpload func(ctx context.Context, files []catalog.PartitionFile) error
 	// MaxBodyBytes overrides the ingest body limit.
@@ -42,6 +46,8 @@ type Options struct {
 	NoWorkers bool
 	// TracerProvider receives the server's spans (e.g. an in-memory recorder).
 	TracerProvider trace.TracerProvider
+	// Logger receives the server's log; by default it is discarded.
+	Logger *slog.Logger
 }
 
 // Bundle is a running test server.
@@ -79,14 +85,20 @@ func Start(t testing.TB, o Options) *Bundle {
 	if o.MaxBodyBytes > 0 {
 		cfg.MaxBodyBytes = o.MaxBodyBytes
 	}
-	if o.S3 {
+	switch {
+	case o.S3Server != nil:
+		cfg.Targets["remote"] = o.S3Server.NewBucket(t)
+	case o.S3:
 		cfg.Targets["remote"] = S3URL(t)
 	}
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	srv, err := server.New(ctx, cfg, log, server.Options{Registry: reg, AfterUpload: o.AfterUpload, TracerProvider: o.TracerProvider, Jobs: func(jo *jobs.Options) {
 		jo.TestOnly = true
 		jo.SchedulerInterval = time.Second
