@@ -205,10 +205,11 @@ func actor(r *http.Request) string {
 	return "api:anonymous"
 }
 
+// bearer returns the token of an "Authorization: Bearer TOKEN" header. The
+// scheme name is case-insensitive (RFC 9110 section 11.1); the token is not.
 func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return "", false
 	}
 	return tok, true

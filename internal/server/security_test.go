@@ -156,6 +156,13 @@ func TestSecurityTokenNearMisses(t *testing.T) {
 			}
 		}
 	}
+	// The scheme name is case-insensitive (RFC 9110); the token is not.
+	for _, scheme := range []string{"bearer", "BEARER", "bEaReR"} {
+		a := send(t, "GET", u+"/v1/datasets", scheme+" "+dataTok, "", nil)
+		require.Equal(t, 200, a.status, scheme)
+		a = send(t, "GET", u+"/admin/v1/audit", scheme+" "+adminTok, "", nil)
+		require.Equal(t, 200, a.status, scheme)
+	}
 	// A token anywhere but the Authorization header is no token.
 	for _, q := range []string{"?token=", "?access_token=", "?auth="} {
 		a := send(t, "GET", u+"/v1/datasets"+q+dataTok, "", "", nil)
