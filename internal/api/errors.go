@@ -85,7 +85,16 @@ func classify(err error) (int, ErrorBody) {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, body := classify(err)
-	if status >= 500 {
+	switch {
+	case status < 500:
+	case r.Context().Err() != nil:
+		// The client went away (or the server is shutting down): nothing
+		// to alert on.
+		s.log.WarnContext(r.Context(), "request abandoned", "method", r.Method, "path", r.URL.Path, "error", err)
+	case status == http.StatusGatewayTimeout:
+		// A query or request that ran into its own time limit.
+		s.log.WarnContext(r.Context(), "request timed out", "method", r.Method, "path", r.URL.Path, "error", err)
+	default:
 		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	writeJSON(w, status, body)

@@ -455,6 +455,10 @@ jobs:
 			require.Equal(t, "timeout", a.code(t))
 			require.GreaterOrEqual(t, elapsed, 4*time.Second)
 			require.Less(t, elapsed, 15*time.Second)
+			// A query that runs into its own limit is the user's doing: a
+			// warning, not an error to page on.
+			require.Eventually(t, func() bool { return strings.Contains(p.Logs.String(), `"level":"WARN","msg":"request timed out"`) },
+				5*time.Second, 50*time.Millisecond, p.Logs.String())
 			t.Logf("query timeout: %d %s after %s (query_timeout 4s)", a.status, strings.TrimSpace(a.body), elapsed.Round(time.Millisecond))
 		})
 	})
