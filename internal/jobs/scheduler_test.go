@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/catalog"
@@ -246,4 +247,40 @@ func TestPeriodicSchedulerEnqueuesAndRunsDueJobs(t *testing.T) {
 		require.NotEqual(t, jobs.KindScheduler, j.Kind, "scheduler jobs are listed only on request")
 	}
 	require.GreaterOrEqual(t, metricValue(t, b.reg, "timestore_job_runs_total", "kind", "scheduler", "outcome", "success"), 1.0)
+}
+
+// Finished scheduler jobs older than the retention are deleted; recent ones,
+// unfinished ones and lifecycle jobs of any age are kept.
+func TestPruneSchedulerJobs(t *testing.T) {
+	b := setup(t, setupOpts{})
+	client := b.svc.Client()
+	insert := func(args river.JobArgs) int64 {
+		res, err := client.Insert(b.ctx, args, nil)
+		require.NoError(t, err)
+		return res.Job.ID
+	}
+	finish := func(id int64, ago time.Duration) {
+		_, err := b.store.Pool().Exec(b.ctx, `UPDATE river_job SET state = 'completed', finalized_at = now() - make_interval(secs => $2) WHERE id = $1`,
+			id, ago.Seconds())
+		require.NoError(t, err)
+	}
+	oldDone, recentDone, waiting := insert(jobs.SchedulerArgs{}), insert(jobs.SchedulerArgs{}), insert(jobs.SchedulerArgs{})
+	finish(oldDone, 2*time.Hour)
+	finish(recentDone, time.Minute)
+	oldLifecycle := insert(jobs.CompactionArgs{DatasetArgs: jobs.DatasetArgs{Dataset: "metrics", DatasetID: b.ds.ID}})
+	finish(oldLifecycle, 2*time.Hour)
+
+	n, err := b.svc.PruneSchedulerJobs(b.ctx, time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	var left []int64
+	rows, err := b.store.Pool().Query(b.ctx, `SELECT id FROM river_job ORDER BY id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id int64
+		require.NoError(t, rows.Scan(&id))
+		left = append(left, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int64{recentDone, waiting, oldLifecycle}, left)
 }

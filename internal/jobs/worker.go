@@ -161,6 +161,11 @@ func (w *schedulerWorker) Work(ctx context.Context, job *river.Job[SchedulerArgs
 	n, err := s.ScheduleTick(ctx)
 	outcome := OutcomeSuccess
 	output := map[string]any{"enqueued": n}
+	if pruned, perr := s.PruneSchedulerJobs(ctx, SchedulerJobRetention); perr != nil {
+		s.log.WarnContext(ctx, "prune finished scheduler jobs", "error", perr)
+	} else if pruned > 0 {
+		output["pruned"] = pruned
+	}
 	if err != nil {
 		outcome = OutcomeError
 		output["error"] = err.Error()
@@ -171,4 +176,23 @@ func (w *schedulerWorker) Work(ctx context.Context, job *river.Job[SchedulerArgs
 	s.metrics.runs.WithLabelValues(KindScheduler, outcome).Inc()
 	s.metrics.duration.WithLabelValues(KindScheduler).Observe(time.Since(start).Seconds())
 	return err
+}
+
+// SchedulerJobRetention is how long finished scheduler jobs are kept. They
+// run every SchedulerInterval and say little once done; keeping them for
+// JobRetention would bury the lifecycle jobs in `jobs list` and the UI.
+const SchedulerJobRetention = time.Hour
+
+// PruneSchedulerJobs deletes scheduler jobs finalized more than olderThan ago
+// and returns how many.
+func (s *Service) PruneSchedulerJobs(ctx context.Context, olderThan time.Duration) (int, error) {
+	res, err := s.client.JobDeleteMany(ctx, river.NewJobDeleteManyParams().
+		Kinds(KindScheduler).
+		States(rivertype.JobStateCompleted, rivertype.JobStateCancelled, rivertype.JobStateDiscarded).
+		Where("finalized_at < now() - make_interval(secs => @secs)", river.NamedArgs{"secs": olderThan.Seconds()}).
+		First(10000))
+	if err != nil {
+		return 0, err
+	}
+	return len(res.Jobs), nil
 }
