@@ -6,7 +6,11 @@
 //
 // Each run times both, back to back and in alternating order, so that they
 // see the same machine load; the table reports medians over the runs, and the
-// ratio is the median of the per-run ratios.
+// ratio is the median of the per-run ratios. The CPU columns are the process's
+// CPU time (user + system, all threads) during each measurement, which other
+// load on the machine disturbs less than the wall time; the CPU ratio is raw
+// DuckDB's CPU time ÷ timestore's, so that, like the rate ratio, higher is
+// better.
 package main
 
 import (
@@ -18,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	_ "github.com/duckdb/duckdb-go/v2"
@@ -49,7 +54,7 @@ func main() {
 	defer db.Close()
 
 	fmt.Printf("machine: %s\nrows per file: %d, median of %d runs\n\n", benchenv.Machine(), *rows, *runs)
-	fmt.Printf("| format | file MB | timestore s | timestore rows/s | raw DuckDB s | raw DuckDB rows/s | ratio |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| format | file MB | timestore s | timestore rows/s | raw DuckDB s | raw DuckDB rows/s | ratio | timestore CPU s | raw CPU s | CPU ratio |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, format := range []string{"csv", "ndjson"} {
 		path := filepath.Join(dir, "input."+format)
 		if err := generate(path, format, *rows); err != nil {
@@ -57,7 +62,7 @@ func main() {
 		}
 		st, _ := os.Stat(path)
 
-		var tsTimes, rawTimes, ratios []float64
+		var tsTimes, rawTimes, ratios, tsCPUs, rawCPUs, cpuRatios []float64
 		for run := 0; run < *runs; run++ {
 			name := fmt.Sprintf("bench_%s_%d", format, run)
 			if _, err := env.Client.CreateDataset(ctx, client.CreateDataset{
@@ -66,52 +71,67 @@ func main() {
 			}); err != nil {
 				log.Fatal(err)
 			}
-			timestore := func() time.Duration {
+			timestore := func() (time.Duration, time.Duration) {
 				f, err := os.Open(path)
 				if err != nil {
 					log.Fatal(err)
 				}
 				defer f.Close()
-				start := time.Now()
+				c0, start := cpuTime(), time.Now()
 				res, err := env.Client.Ingest(ctx, name, format, f, "")
-				d := time.Since(start)
+				d, c := time.Since(start), cpuTime()-c0
 				if err != nil {
 					log.Fatal(err)
 				}
 				if res.RowsWritten != int64(*rows) {
 					log.Fatalf("ingested %d rows, want %d", res.RowsWritten, *rows)
 				}
-				return d
+				return d, c
 			}
-			raw := func() time.Duration {
+			raw := func() (time.Duration, time.Duration) {
 				reader := fmt.Sprintf("read_csv('%s', header=true, columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
 				if format == "ndjson" {
 					reader = fmt.Sprintf("read_ndjson('%s', columns={'ts':'TIMESTAMP','series':'VARCHAR','value':'DOUBLE'})", path)
 				}
 				out := filepath.Join(dir, fmt.Sprintf("raw-%d.parquet", run))
 				defer os.Remove(out)
-				start := time.Now()
+				c0, start := cpuTime(), time.Now()
 				if _, err := db.ExecContext(ctx, fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd)", reader, out)); err != nil {
 					log.Fatal(err)
 				}
-				return time.Since(start)
+				return time.Since(start), cpuTime() - c0
 			}
-			var dTS, dRaw time.Duration
+			var dTS, dRaw, cTS, cRaw time.Duration
 			if run%2 == 0 {
-				dTS, dRaw = timestore(), raw()
+				dTS, cTS = timestore()
+				dRaw, cRaw = raw()
 			} else {
-				dRaw, dTS = raw(), timestore()
+				dRaw, cRaw = raw()
+				dTS, cTS = timestore()
 			}
 			tsTimes = append(tsTimes, dTS.Seconds())
 			rawTimes = append(rawTimes, dRaw.Seconds())
 			ratios = append(ratios, dRaw.Seconds()/dTS.Seconds())
+			tsCPUs = append(tsCPUs, cTS.Seconds())
+			rawCPUs = append(rawCPUs, cRaw.Seconds())
+			cpuRatios = append(cpuRatios, cRaw.Seconds()/cTS.Seconds())
 		}
 		ts, rw := median(tsTimes), median(rawTimes)
 		rate := func(s float64) float64 { return float64(*rows) / s }
-		fmt.Printf("| %s | %.1f | %.3f | %.0f | %.3f | %.0f | %.2f× |\n", format, float64(st.Size())/1e6,
-			ts, rate(ts), rw, rate(rw), median(ratios))
+		fmt.Printf("| %s | %.1f | %.3f | %.0f | %.3f | %.0f | %.2f× | %.3f | %.3f | %.2f× |\n", format, float64(st.Size())/1e6,
+			ts, rate(ts), rw, rate(rw), median(ratios), median(tsCPUs), median(rawCPUs), median(cpuRatios))
 	}
 	fmt.Println("\nratio = timestore rows/s ÷ raw DuckDB rows/s, median of the per-run ratios (target ≥ 0.70)")
+	fmt.Println("CPU ratio = raw DuckDB CPU s ÷ timestore CPU s, median of the per-run ratios")
+}
+
+// cpuTime is the CPU time (user + system) the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // median returns the median of xs (the mean of the middle two for an even count).

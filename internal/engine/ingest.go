@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,13 @@ func (e *Engine) PrepareIngest(ctx context.Context, ds catalog.Dataset, format F
 	return files, err
 }
 
+// prepareIngest reads the input once, in the common case: one COPY parses
+// it, converts the values, splits the rows by window and writes the files
+// (writePartitioned). For JSON it first tries the read with detected keys
+// and types (ingestDetected), which also rejects unknown keys; when that
+// read does not apply or fails, and always for CSV, it reads with the
+// declared types (JSON after a scan of every key), and a failed read is
+// explained by diagnose.
 func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
 	if err := e.checkOpen(); err != nil {
 		return nil, err
@@ -92,6 +100,7 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 	if fi.Size() == 0 {
 		return nil, &InputError{Message: "empty input: no rows"}
 	}
+	src.size, src.threads = fi.Size(), e.threads
 
 	conn, err := e.db.Conn(ctx)
 	if err != nil {
@@ -99,83 +108,78 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 	}
 	defer conn.Close()
 
-	// One parse of the input, typed, into a table that the window writers
-	// below share.
 	id := e.nextID()
-	table := quoteIdent(fmt.Sprintf("ingest_%d", id))
-	created := false
-	if format != FormatCSV {
-		if created, err = src.createFromDetected(ctx, conn, table); err != nil {
+	if format == FormatCSV {
+		if err := src.readCSVHeader(); err != nil {
+			return nil, err
+		}
+	} else {
+		files, ok, err := e.ingestDetected(ctx, conn, src, id, outDir)
+		if err != nil || ok {
+			return files, err
+		}
+		if err := src.scanJSONKeys(ctx, conn); err != nil {
 			return nil, err
 		}
 	}
-	if !created {
-		// Check the column names first: the CSV header, or every key of
-		// every JSON object.
-		if format == FormatCSV {
-			if err := src.readCSVHeader(); err != nil {
-				return nil, err
-			}
-		} else if err := src.scanJSONKeys(ctx, conn); err != nil {
-			return nil, err
+	w, err := e.writePartitioned(ctx, conn, ds, "SELECT "+src.projection()+" FROM "+src.reader(false, ""), id, outDir)
+	switch {
+	case err != nil:
+		return nil, err
+	case w.readErr != nil:
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("prepare ingest: %w", ctx.Err())
 		}
-		create := fmt.Sprintf("CREATE TABLE %s AS SELECT %s FROM %s", table, src.projection(), src.reader(false, ""))
-		if _, err := conn.ExecContext(ctx, create); err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("prepare ingest: %w", ctx.Err())
-			}
-			return nil, src.diagnose(ctx, conn, err)
-		}
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		_, _ = conn.ExecContext(cctx, "DROP TABLE IF EXISTS "+table)
-	}()
-	// Time series usually arrive in time order: sort only when a cheap
-	// check finds rows out of order. LAG over the table in insertion order
-	// runs as a streaming window in DuckDB; the tests shuffle their input.
-	tc := quoteIdent(ds.TimeColumn)
-	var unsorted int64
-	if err := conn.QueryRowContext(ctx, fmt.Sprintf(
-		"SELECT count(*) FROM (SELECT %s AS t, lag(%s) OVER () AS prev FROM %s) WHERE t < prev", tc, tc, table)).Scan(&unsorted); err != nil {
-		return nil, fmt.Errorf("prepare ingest: check order: %w", err)
-	}
-	if unsorted > 0 {
-		if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE OR REPLACE TABLE %s AS SELECT * FROM %s ORDER BY %s", table, table, tc)); err != nil {
-			return nil, fmt.Errorf("prepare ingest: sort: %w", err)
-		}
-	}
-	rows, err := conn.QueryContext(ctx, statsSQL(ds, table, true))
-	if err != nil {
-		return nil, fmt.Errorf("prepare ingest: stats: %w", err)
-	}
-	windows, err := scanStats(rows, ds, true)
-	if err != nil {
-		return nil, fmt.Errorf("prepare ingest: %w", err)
-	}
-	var total int64
-	for _, w := range windows {
-		total += w.RowCount
-	}
-	if total == 0 {
+		return nil, src.diagnose(ctx, conn, w.readErr)
+	case w.rows == 0:
 		return nil, &InputError{Message: "no rows"}
-	}
-	if src.missingTime {
+	case src.missingTime:
 		return nil, &InputError{Column: ds.TimeColumn, Message: "missing time column: no object has the key"}
+	case w.timeNulls:
+		return nil, src.diagnose(ctx, conn, nil)
+	case w.extra:
+		return nil, errors.New("prepare ingest: the typed read returned columns outside the schema")
 	}
-	timeIdx := slices.IndexFunc(ds.Columns, func(c catalog.Column) bool { return c.Name == ds.TimeColumn })
-	for _, w := range windows {
-		if w.Stats[timeIdx].NullCount > 0 {
-			return nil, src.diagnose(ctx, conn, nil)
+	return w.files, nil
+}
+
+// ingestDetected is the fast path for JSON: one read that both parses the
+// values and rejects unknown keys. Without "columns", DuckDB's JSON reader
+// detects the keys and types from a sample and then fails on any object with
+// a key outside the sample, provided every detected column is read; with
+// "columns" it would ignore unknown keys, and checking them needs a second
+// parse of the whole file (json_keys), as long as the read itself.
+//
+// It applies when the sample shows only schema columns, including the time
+// column, with types that convert to the declared ones, and every row has a
+// time value. It reports false, and leaves no file, when it does not apply or
+// the read fails for any reason; the caller then takes the exact path, which
+// also explains errors.
+//
+// It first reads with guardedSelect, which needs one detection (sampling the
+// input costs about a tenth of the whole read); when that does not bind,
+// typically because the sample lacks a schema column, it detects the columns
+// with DESCRIBE and reads with them (describedSelect), detecting again.
+func (e *Engine) ingestDetected(ctx context.Context, conn *sql.Conn, src *source, id uint64, outDir string) ([]WindowFile, bool, error) {
+	w, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(), id, outDir)
+	if err != nil {
+		return nil, false, err
+	}
+	var de *duckdb.Error
+	if errors.As(w.readErr, &de) && de.Type == duckdb.ErrorTypeBinder {
+		sel, ok, err := src.describedSelect(ctx, conn)
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		if w, err = e.writePartitioned(ctx, conn, src.ds, sel, id, outDir); err != nil {
+			return nil, false, err
 		}
 	}
-
-	files, err := e.writeWindows(ctx, ds, table, id, outDir, windows)
-	if err != nil {
-		return nil, fmt.Errorf("prepare ingest: %w", err)
+	if w.readErr != nil || w.rows == 0 || w.timeNulls || w.extra {
+		return nil, false, ctxErr(ctx)
 	}
-	return files, nil
+	detectedReads.Add(1)
+	return w.files, true, nil
 }
 
 // parquetOptions are the COPY options of partition files: zstd, and Parquet
@@ -185,63 +189,317 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 // exports for other tools choose their own options.
 const parquetOptions = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 
-// writeWindows copies each window's rows of table into its own Parquet file,
-// several windows in parallel.
-func (e *Engine) writeWindows(ctx context.Context, ds catalog.Dataset, table string, id uint64, outDir string, windows []catalog.PartitionFile) ([]WindowFile, error) {
-	tc, _ := ds.Column(ds.TimeColumn)
-	literal := "TIMESTAMP "
-	suffix := ""
-	if tc.Type == catalog.TypeTimestampTZ {
-		literal, suffix = "TIMESTAMPTZ ", "+00"
-	}
+// partitionColumn is the column of the partitioned write that holds a row's
+// window start. DuckDB leaves partition columns out of the files; a key of
+// the same name in the input does not clash (DuckDB renames the column),
+// and leaves an extra column.
+const partitionColumn = "__timestore_window"
+
+// partitioned is what writePartitioned read and wrote. Files are returned
+// only when the read succeeded, every row has a time value and the rows
+// have exactly the schema's columns.
+type partitioned struct {
+	files []WindowFile
+	// rows is the number of rows read.
+	rows int64
+	// readErr is set when the COPY failed: the input, typically.
+	readErr error
+	// timeNulls is set when some row has no time value.
+	timeNulls bool
+	// extra is set when the rows have columns outside the schema.
+	extra bool
+}
+
+// Counters of writePartitioned, for tests.
+var (
+	partitionedRewrites atomic.Int64 // windows whose file was rewritten sorted
+	partitionedMerges   atomic.Int64 // windows written into several files, rewritten as one
+	partitionedScans    atomic.Int64 // files whose statistics were computed by a scan
+)
+
+// writePartitioned writes the rows of the query sel (the schema's columns
+// converted to their declared types, possibly followed by other columns)
+// into one Parquet file per window in outDir, in one pass: DuckDB's
+// partitioned COPY parses the input, converts the values, splits the rows
+// by window and writes the files, reporting each file's statistics as it
+// writes them (RETURN_STATS), so no statistics query reads the rows again.
+//
+// The partitioned write is parallel and does not keep the input order
+// (PRESERVE_ORDER is not supported with PARTITION_BY in DuckDB 1.5): where
+// two threads' rows meet, a file has runs of sorted rows. One streaming read
+// of the time column of every file finds the files out of order, and those
+// are rewritten sorted; their statistics do not change. Time series usually
+// arrive in time order, so most files are kept as written. A window whose
+// rows went to several files (DuckDB closes files beyond
+// partitioned_write_max_open_files, default 100, and opens new ones) is
+// rewritten into one.
+//
+// Statistics come from the writer, rendered by writerStatsSQL as Merge
+// renders them, except where the writer's are not exact (NaN, the sign of
+// zero, long strings: see writerStatsSQL and the footer's exactness flags)
+// or the file was merged; those files are scanned, all in one query.
+func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, sel string, id uint64, outDir string) (p partitioned, err error) {
 	tag, err := randomTag()
 	if err != nil {
-		return nil, err
+		return p, err
 	}
-	// The table's columns may be in input order.
+	tmp := filepath.Join(outDir, fmt.Sprintf(".ingest-%d%s", id, tag))
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return p, fmt.Errorf("prepare ingest: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
 	names := make([]string, len(ds.Columns))
 	for i, c := range ds.Columns {
 		names[i] = quoteIdent(c.Name)
 	}
 	cols := strings.Join(names, ", ")
-	files := make([]WindowFile, len(windows))
-	for i, w := range windows {
-		name := fmt.Sprintf("%s-%s-%d%s.parquet", ds.Name, w.WindowStart.Format("20060102T150405Z"), id, tag)
-		files[i] = WindowFile{Path: filepath.Join(outDir, name), PartitionFile: w}
+	copySQL := fmt.Sprintf("COPY (SELECT %s, * EXCLUDE (%s), %s AS %s FROM (%s)) TO %s (%s, PARTITION_BY (%s), RETURN_STATS true)",
+		cols, cols, windowExpr(ds), partitionColumn, sel, quoteString(tmp), parquetOptions, partitionColumn)
+
+	// One written file.
+	type part struct {
+		path    string
+		rows    int64
+		columns map[string]map[string]string
+		exact   bool
 	}
+	var parts []*part
+	var windowKeys []string // partition key of each part
+	rows, err := conn.QueryContext(ctx, copySQL)
+	if err == nil {
+		for rows.Next() {
+			var name string
+			var count, size, footer uint64
+			var stats, keys duckdb.OrderedMap
+			if err = rows.Scan(&name, &count, &size, &footer, &stats, &keys); err != nil {
+				break
+			}
+			parts = append(parts, &part{path: name, rows: int64(count), columns: parseWriterStats(stats), exact: true})
+			windowKeys = append(windowKeys, fmt.Sprint(keys.Values()))
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		rows.Close()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return p, fmt.Errorf("prepare ingest: %w", ctx.Err())
+		}
+		p.readErr = err
+		return p, nil
+	}
+	for _, pt := range parts {
+		p.rows += pt.rows
+		if len(pt.columns) != len(ds.Columns) {
+			p.extra = true
+		}
+		st, ok := pt.columns[ds.TimeColumn]
+		if !ok {
+			p.extra = true
+			continue
+		}
+		if st["null_count"] != "0" {
+			p.timeNulls = true
+		}
+	}
+	if p.rows == 0 || p.extra || p.timeNulls {
+		return p, nil
+	}
+
+	// Group the files by window, in the order DuckDB reported them.
+	type window struct {
+		parts []*part
+		// path is the window's one sorted file once known.
+		path string
+		// scan: the statistics are computed from the file.
+		scan bool
+	}
+	var windows []*window
+	byKey := map[string]*window{}
+	quoted := make([]string, len(parts))
+	for i, pt := range parts {
+		quoted[i] = quoteString(pt.path)
+		w := byKey[windowKeys[i]]
+		if w == nil {
+			w = &window{}
+			byKey[windowKeys[i]] = w
+			windows = append(windows, w)
+		}
+		w.parts = append(w.parts, pt)
+	}
+	fileList := "[" + strings.Join(quoted, ", ") + "]"
+
+	// The footers: whether the writer's statistics are exact (it truncates
+	// long strings, and says so only there).
+	footers, err := conn.QueryContext(ctx, fmt.Sprintf(`
+		SELECT file_name, bool_and(coalesce(min_is_exact, true) AND coalesce(max_is_exact, true))
+		FROM parquet_metadata(%s) GROUP BY file_name`, fileList))
+	if err != nil {
+		return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+	}
+	exact := map[string]bool{}
+	for footers.Next() {
+		var name string
+		var ok bool
+		if err := footers.Scan(&name, &ok); err != nil {
+			footers.Close()
+			return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+		}
+		exact[name] = ok
+	}
+	if err := footers.Err(); err != nil {
+		footers.Close()
+		return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+	}
+	footers.Close()
+	for _, pt := range parts {
+		pt.exact = exact[pt.path]
+	}
+
+	// Files out of time order: compare each row's time with the previous
+	// row's of the same file, in file order (a streaming window).
+	tc := quoteIdent(ds.TimeColumn)
+	unsortedRows, err := conn.QueryContext(ctx, fmt.Sprintf(`
+		SELECT DISTINCT CAST(file_index AS BIGINT) FROM (
+			SELECT file_index, %[1]s AS t, lag(%[1]s) OVER () AS prev, lag(file_index) OVER () AS prev_file
+			FROM read_parquet(%[2]s))
+		WHERE file_index = prev_file AND t < prev`, tc, fileList))
+	if err != nil {
+		return p, fmt.Errorf("prepare ingest: check order: %w", err)
+	}
+	unsorted := map[*part]bool{}
+	for unsortedRows.Next() {
+		var i int64
+		if err := unsortedRows.Scan(&i); err != nil {
+			unsortedRows.Close()
+			return p, fmt.Errorf("prepare ingest: check order: %w", err)
+		}
+		if i < 0 || i >= int64(len(parts)) {
+			unsortedRows.Close()
+			return p, fmt.Errorf("prepare ingest: check order: file index %d of %d files", i, len(parts))
+		}
+		unsorted[parts[i]] = true
+	}
+	if err := unsortedRows.Err(); err != nil {
+		unsortedRows.Close()
+		return p, fmt.Errorf("prepare ingest: check order: %w", err)
+	}
+	unsortedRows.Close()
+
+	// Rewrite the windows out of order or in several files, in parallel.
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(e.threads)
-	for i := range files {
-		f := &files[i]
+	for i, w := range windows {
+		if len(w.parts) == 1 && !unsorted[w.parts[0]] {
+			w.path = w.parts[0].path
+			continue
+		}
+		w.path = filepath.Join(tmp, fmt.Sprintf("sorted-%d.parquet", i))
+		w.scan = len(w.parts) > 1
+		in := make([]string, len(w.parts))
+		for j, pt := range w.parts {
+			in[j] = quoteString(pt.path)
+		}
+		if w.scan {
+			partitionedMerges.Add(1)
+		}
 		g.Go(func() error {
-			query := "SELECT " + cols + " FROM " + table
-			if len(files) > 1 {
-				start := f.WindowStart
-				end := catalog.WindowEnd(ds.Partition, start)
-				const layout = "2006-01-02 15:04:05"
-				query += fmt.Sprintf(" WHERE %s >= %s'%s%s' AND %s < %s'%s%s'",
-					quoteIdent(tc.Name), literal, start.Format(layout), suffix,
-					quoteIdent(tc.Name), literal, end.Format(layout), suffix)
-			}
-			copySQL := fmt.Sprintf("COPY (%s) TO %s (%s)", query, quoteString(f.Path), parquetOptions)
-			if _, err := e.db.ExecContext(gctx, copySQL); err != nil {
-				return fmt.Errorf("write window %s: %w", f.WindowStart.Format(time.RFC3339), err)
-			}
-			fi, err := os.Stat(f.Path)
+			partitionedRewrites.Add(1)
+			_, err := e.db.ExecContext(gctx, fmt.Sprintf("COPY (SELECT %s FROM read_parquet([%s]) ORDER BY %s) TO %s (%s)",
+				cols, strings.Join(in, ", "), tc, quoteString(w.path), parquetOptions))
 			if err != nil {
-				return fmt.Errorf("write window %s: %w", f.WindowStart.Format(time.RFC3339), err)
+				return fmt.Errorf("prepare ingest: sort window file: %w", err)
 			}
-			f.SizeBytes = fi.Size()
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		for _, f := range files {
-			_ = os.Remove(f.Path)
-		}
-		return nil, err
+		return p, err
 	}
-	return files, nil
+
+	// The statistics of every window, keyed by its index: the writer's,
+	// rendered in a VALUES list, and scans of the other files, grouped by
+	// file.
+	var values, scanned, scanKeys []string
+	for i, w := range windows {
+		if !w.scan && w.parts[0].exact {
+			if s, ok := writerStatsSQL(ds, w.parts[0].rows, w.parts[0].columns); ok {
+				values = append(values, fmt.Sprintf("(CAST(%d AS BIGINT), %s)", i, s))
+				continue
+			}
+		}
+		partitionedScans.Add(1)
+		scanned = append(scanned, quoteString(w.path))
+		scanKeys = append(scanKeys, strconv.Itoa(i))
+	}
+	var queries []string
+	if len(values) > 0 {
+		queries = append(queries, "SELECT * FROM (VALUES "+strings.Join(values, ", ")+")")
+	}
+	if len(scanned) > 0 {
+		queries = append(queries, fmt.Sprintf("SELECT CAST([%s][CAST(file_index AS BIGINT) + 1] AS BIGINT), %s FROM read_parquet([%s]) GROUP BY file_index",
+			strings.Join(scanKeys, ", "), statsColumns(ds), strings.Join(scanned, ", ")))
+	}
+	var keys []int64
+	var stats []catalog.PartitionFile
+	for _, q := range queries {
+		statRows, err := conn.QueryContext(ctx, q)
+		if err != nil {
+			return p, fmt.Errorf("prepare ingest: statistics: %w", err)
+		}
+		some, err := scanStats(statRows, ds, &keys)
+		if err != nil {
+			return p, fmt.Errorf("prepare ingest: %w", err)
+		}
+		stats = append(stats, some...)
+	}
+	if len(stats) != len(windows) {
+		return p, fmt.Errorf("prepare ingest: statistics of %d files for %d windows", len(stats), len(windows))
+	}
+
+	// Move the files into outDir under their final names.
+	files := make([]WindowFile, 0, len(windows))
+	defer func() {
+		if err != nil {
+			for _, f := range files {
+				_ = os.Remove(f.Path)
+			}
+		}
+	}()
+	var total int64
+	seen := map[time.Time]bool{}
+	for i, pf := range stats {
+		if keys[i] < 0 || keys[i] >= int64(len(windows)) {
+			return p, fmt.Errorf("prepare ingest: statistics of unknown window %d", keys[i])
+		}
+		w := windows[keys[i]]
+		ws := pf.WindowStart
+		if pf.RowCount == 0 || seen[ws] || catalog.WindowStart(ds.Partition, pf.TimeMax) != ws {
+			return p, fmt.Errorf("prepare ingest: the file of window %s has rows of other windows or none", ws.Format(time.RFC3339))
+		}
+		seen[ws] = true
+		total += pf.RowCount
+		name := fmt.Sprintf("%s-%s-%d%s.parquet", ds.Name, ws.Format("20060102T150405Z"), id, tag)
+		path := filepath.Join(outDir, name)
+		if err = os.Rename(w.path, path); err != nil {
+			return p, fmt.Errorf("prepare ingest: %w", err)
+		}
+		files = append(files, WindowFile{Path: path, PartitionFile: pf})
+		fi, err := os.Stat(path)
+		if err != nil {
+			return p, fmt.Errorf("prepare ingest: %w", err)
+		}
+		files[len(files)-1].SizeBytes = fi.Size()
+	}
+	if total != p.rows {
+		err = fmt.Errorf("prepare ingest: the files hold %d rows, the writer wrote %d", total, p.rows)
+		return p, err
+	}
+	slices.SortFunc(files, func(a, b WindowFile) int { return a.WindowStart.Compare(b.WindowStart) })
+	p.files = files
+	return p, nil
 }
 
 // ctxErr wraps the context's error, if any.
@@ -265,6 +523,10 @@ type source struct {
 	ds     catalog.Dataset
 	format Format
 	path   string
+	// size is the input's size in bytes; threads, DuckDB's thread count
+	// (see csvBufferSize).
+	size    int64
+	threads int
 	// header lists the CSV columns in file order.
 	header []string
 	// missingTime is set when no JSON object has the time column's key.
@@ -361,7 +623,8 @@ func (s *source) reader(varchar bool, extra string) string {
 	var call string
 	switch s.format {
 	case FormatCSV:
-		call = fmt.Sprintf("read_csv(%s, header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', strict_mode = true, columns = %s", p, cols.String())
+		call = fmt.Sprintf("read_csv(%s, header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', strict_mode = true, buffer_size = %d, columns = %s",
+			p, s.csvBufferSize(), cols.String())
 	case FormatNDJSON:
 		call = fmt.Sprintf("read_json(%s, format = 'newline_delimited', records = true, columns = %s", p, cols.String())
 	default:
@@ -456,7 +719,32 @@ func (s *source) readCSVHeader() error {
 // dates or timestamps (which would drop UTC offsets): a format no input has.
 const noDateDetection = ", dateformat = '%Y-%m-%d (timestore: no date detection)', timestampformat = '%Y-%m-%d %H:%M:%S (timestore: no timestamp detection)'"
 
-// detectedReads counts inputs read by createFromDetected (for tests).
+// csvBufferSize is the buffer_size of the CSV reads: the input's size
+// divided by DuckDB's thread count, so that each thread reads one contiguous
+// part of the input, between DuckDB's max_line_size (2 MiB) and its default
+// buffer_size (32 MiB). The partitioned write (writePartitioned) puts the
+// rows of a window that two threads read in the order the threads hand them
+// over, so a file out of order (rewritten) comes from a window read by two
+// threads: with the default buffer, which DuckDB splits among its threads,
+// the benchmark's 12 windows needed two or three rewrites per ingest, with
+// this one none, and the read was faster.
+func (s *source) csvBufferSize() int64 {
+	n := s.size/int64(max(s.threads, 1)) + 64<<10
+	return min(max(n, 2<<20), 32<<20)
+}
+
+// jsonMaxObjectSize is the maximum_object_size of the fast path's JSON
+// reads, which sizes their read buffers (twice as large). Against DuckDB's
+// default (16 MiB) it made the benchmark's read a little faster, and takes
+// less fresh memory. DuckDB 1.5 reads larger records anyway
+// (TestPrepareIngestJSONDetection); should a version refuse them, the fast
+// path fails and the exact path, with DuckDB's default, reads them. (For
+// JSON, unlike CSV, the buffers do not decide the order of the partitioned
+// write: one to three files per ingest come out of order whatever their
+// size.)
+const jsonMaxObjectSize = 1 << 20
+
+// detectedReads counts inputs ingested by ingestDetected (for tests).
 var detectedReads atomic.Int64
 
 // detectedReader is the read_json call of the fast path: keys and types
@@ -466,78 +754,8 @@ func (s *source) detectedReader() string {
 	if s.format == FormatJSON {
 		format = "array"
 	}
-	return fmt.Sprintf("read_json(%s, format = '%s', records = 'true'%s)", quoteString(s.path), format, noDateDetection)
-}
-
-// createFromDetected is the fast path for JSON: one read that both parses the
-// values and rejects unknown keys. Without "columns", DuckDB's JSON reader
-// detects the keys and types from a sample and then fails on any object with
-// a key outside the sample, provided every detected column is read; with
-// "columns" it would ignore unknown keys, and checking them needs a second
-// parse of the whole file (json_keys), as long as the read itself.
-//
-// The fast path applies when the sample shows only schema columns, including
-// the time column, with types that convert to the declared ones. It reports
-// false, and leaves no table, when it does not apply or the read fails for any
-// reason; the caller then takes the exact path, which also explains errors.
-//
-// It first tries createGuarded, which needs one detection (sampling the
-// input costs about a tenth of the whole read); when the sample lacks a schema
-// column, it detects the columns with DESCRIBE and creates the table from
-// them, detecting again.
-func (s *source) createFromDetected(ctx context.Context, conn *sql.Conn, table string) (bool, error) {
-	ok, bindErr, err := s.createGuarded(ctx, conn, table)
-	if err != nil || ok || !bindErr {
-		return ok, err
-	}
-	reader := s.detectedReader()
-	rows, err := conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+reader+")")
-	if err != nil {
-		return false, ctxErr(ctx)
-	}
-	detected := map[string]string{}
-	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			rows.Close()
-			return false, fmt.Errorf("prepare ingest: %w", err)
-		}
-		detected[name] = typ
-	}
-	rows.Close()
-	if rows.Err() != nil || detected[s.ds.TimeColumn] == "" {
-		return false, ctxErr(ctx)
-	}
-	for name := range detected {
-		if _, ok := s.ds.Column(name); !ok {
-			return false, nil
-		}
-	}
-	parts := make([]string, len(s.ds.Columns))
-	for i, c := range s.ds.Columns {
-		t, _ := sqlType(c.Type)
-		q := quoteIdent(c.Name)
-		got, ok := detected[c.Name]
-		switch {
-		case !ok:
-			parts[i] = fmt.Sprintf("CAST(NULL AS %s) AS %s", t, q)
-		case got == t:
-			parts[i] = q
-		case isTime(c.Type) && got == "VARCHAR":
-			parts[i] = timeExpr(q, c.Type, false) + " AS " + q
-		case slices.Contains(numericFromJSON[c.Type], got):
-			// JSON integers; an overflow fails the read and takes the exact path.
-			parts[i] = fmt.Sprintf("CAST(%s AS %s) AS %s", q, t, q)
-		default:
-			return false, nil
-		}
-	}
-	create := fmt.Sprintf("CREATE TABLE %s AS SELECT %s FROM %s", table, strings.Join(parts, ", "), reader)
-	if _, err := conn.ExecContext(ctx, create); err != nil {
-		return false, ctxErr(ctx)
-	}
-	detectedReads.Add(1)
-	return true, nil
+	return fmt.Sprintf("read_json(%s, format = '%s', records = 'true', maximum_object_size = %d%s)",
+		quoteString(s.path), format, jsonMaxObjectSize, noDateDetection)
 }
 
 // numericFromJSON lists, per numeric column type, the types DuckDB detects
@@ -548,20 +766,16 @@ var numericFromJSON = map[string][]string{
 	catalog.TypeDouble:  {"BIGINT", "UBIGINT", "HUGEINT"},
 }
 
-// createGuarded is createFromDetected with a single detection: it selects
-// every detected column (SELECT *), replacing each schema column by an
-// expression that is its value converted to the declared type when the
-// detected key and type are acceptable, and an error otherwise. DuckDB folds
-// typeof() when it plans the query, so a wrong type fails on the first batch;
-// alias() gives the detected key's spelling, which must match the column's
-// exactly (identifiers are case-insensitive in SQL, keys are not). A key
-// outside the schema leaves an extra column, found before any use of the
-// table.
-//
-// bindErr reports that the statement did not bind, typically because the
-// sample lacks a schema column; the caller then detects the columns first.
-// Every other failure is reported as ok == false with no table left.
-func (s *source) createGuarded(ctx context.Context, conn *sql.Conn, table string) (ok, bindErr bool, err error) {
+// guardedSelect reads the input with a single detection: it selects every
+// detected column (SELECT *), replacing each schema column by an expression
+// that is its value converted to the declared type when the detected key and
+// type are acceptable, and an error otherwise. DuckDB folds typeof() when it
+// plans the query, so a wrong type fails on the first batch; alias() gives
+// the detected key's spelling, which must match the column's exactly
+// (identifiers are case-insensitive in SQL, keys are not). A key outside the
+// schema is an extra column, which writePartitioned reports. The query does
+// not bind when the sample lacks a schema column.
+func (s *source) guardedSelect() string {
 	replace := make([]string, len(s.ds.Columns))
 	for i, c := range s.ds.Columns {
 		t, _ := sqlType(c.Type)
@@ -586,33 +800,57 @@ func (s *source) createGuarded(ctx context.Context, conn *sql.Conn, table string
 		replace[i] = fmt.Sprintf("CASE WHEN typeof(%[1]s) IN (%[2]s) AND alias(%[1]s) = %[3]s THEN %[4]s ELSE error('timestore: detected key or type does not fit') END AS %[1]s",
 			q, strings.Join(quoted, ", "), quoteString(c.Name), conv)
 	}
-	create := fmt.Sprintf("CREATE TABLE %s AS SELECT * REPLACE (%s) FROM %s", table, strings.Join(replace, ", "), s.detectedReader())
-	if _, err := conn.ExecContext(ctx, create); err != nil {
-		if ctx.Err() != nil {
-			return false, false, fmt.Errorf("prepare ingest: %w", ctx.Err())
-		}
-		var de *duckdb.Error
-		return false, errors.As(err, &de) && de.Type == duckdb.ErrorTypeBinder, nil
-	}
-	var n int
-	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM (DESCRIBE "+table+")").Scan(&n); err != nil {
-		dropTable(ctx, conn, table)
-		return false, false, fmt.Errorf("prepare ingest: %w", err)
-	}
-	if n != len(s.ds.Columns) {
-		// A key outside the schema in the sample.
-		dropTable(ctx, conn, table)
-		return false, false, nil
-	}
-	detectedReads.Add(1)
-	return true, false, nil
+	return fmt.Sprintf("SELECT * REPLACE (%s) FROM %s", strings.Join(replace, ", "), s.detectedReader())
 }
 
-// dropTable drops table, also when ctx is done.
-func dropTable(ctx context.Context, conn *sql.Conn, table string) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	_, _ = conn.ExecContext(cctx, "DROP TABLE IF EXISTS "+table)
+// describedSelect detects the input's keys and types with DESCRIBE and, when
+// they are all schema columns, including the time column, with types that
+// convert to the declared ones, returns the query reading the schema's
+// columns with them (absent ones NULL). ok is false otherwise.
+func (s *source) describedSelect(ctx context.Context, conn *sql.Conn) (string, bool, error) {
+	reader := s.detectedReader()
+	rows, err := conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+reader+")")
+	if err != nil {
+		return "", false, ctxErr(ctx)
+	}
+	detected := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			rows.Close()
+			return "", false, fmt.Errorf("prepare ingest: %w", err)
+		}
+		detected[name] = typ
+	}
+	rows.Close()
+	if rows.Err() != nil || detected[s.ds.TimeColumn] == "" {
+		return "", false, ctxErr(ctx)
+	}
+	for name := range detected {
+		if _, ok := s.ds.Column(name); !ok {
+			return "", false, nil
+		}
+	}
+	parts := make([]string, len(s.ds.Columns))
+	for i, c := range s.ds.Columns {
+		t, _ := sqlType(c.Type)
+		q := quoteIdent(c.Name)
+		got, ok := detected[c.Name]
+		switch {
+		case !ok:
+			parts[i] = fmt.Sprintf("CAST(NULL AS %s) AS %s", t, q)
+		case got == t:
+			parts[i] = q
+		case isTime(c.Type) && got == "VARCHAR":
+			parts[i] = timeExpr(q, c.Type, false) + " AS " + q
+		case slices.Contains(numericFromJSON[c.Type], got):
+			// JSON integers; an overflow fails the read and takes the exact path.
+			parts[i] = fmt.Sprintf("CAST(%s AS %s) AS %s", q, t, q)
+		default:
+			return "", false, nil
+		}
+	}
+	return fmt.Sprintf("SELECT %s FROM %s", strings.Join(parts, ", "), reader), true, nil
 }
 
 // scanJSONKeys checks that every key of every object is a column.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -592,6 +595,45 @@ func TestPrepareIngestJSONDetection(t *testing.T) {
 		require.Equal(t, catalog.ColumnStats{Column: "tz", NullCount: 25000}, files[0].Stats[1])
 	})
 
+	t.Run("records larger than the maximum object size", func(t *testing.T) {
+		t.Parallel()
+		// A record of 3 MiB between a few MiB of small ones: larger than
+		// the fast path's maximum_object_size, and across the boundaries
+		// of its read buffers.
+		big := strings.Repeat("b", 3*jsonMaxObjectSize)
+		for _, format := range []Format{FormatNDJSON, FormatJSON} {
+			var b strings.Builder
+			sep := "\n"
+			if format == FormatJSON {
+				b.WriteString("[")
+				sep = ",\n"
+			}
+			for i := range 60_000 {
+				if i == 30_000 {
+					fmt.Fprintf(&b, `{"ts":"2024-01-01T12:00:00Z","s":%q}%s`, big, sep)
+				}
+				fmt.Fprintf(&b, `{"ts":"2024-01-01T00:00:00Z","s":"small %d"}`, i)
+				if i < 59_999 || format == FormatNDJSON {
+					b.WriteString(sep)
+				}
+			}
+			if format == FormatJSON {
+				b.WriteString("]")
+			}
+			in := writeFile(t, t.TempDir(), "in", b.String())
+			files, err := testEngine.PrepareIngest(ctx, ds, format, in, t.TempDir())
+			require.NoError(t, err, format)
+			require.Len(t, files, 1)
+			require.EqualValues(t, 60_001, files[0].RowCount)
+			rows := readParquet(t, files[0].Path)
+			require.Len(t, rows, 60_001)
+			require.Equal(t, big, rows[60_000][5], "the large record, last in time order")
+			pf, err := testEngine.FileStats(ctx, ds, files[0].Path)
+			require.NoError(t, err)
+			require.Equal(t, pf, files[0].PartitionFile)
+		}
+	})
+
 	t.Run("types that do not fit", func(t *testing.T) {
 		t.Parallel()
 		// Numbers for a varchar column and a time column.
@@ -605,5 +647,170 @@ func TestPrepareIngestJSONDetection(t *testing.T) {
 		var ie *InputError
 		require.ErrorAs(t, err, &ie, "%v", err)
 		require.Equal(t, InputError{Row: 1, Column: "ts", Message: `value "1704067200" is not a valid timestamp`}, *ie)
+	})
+}
+
+// TestPrepareIngestPartitionedWrite covers the paths of the partitioned
+// write: rows in time order keep the writer's statistics; statistics the
+// writer cannot give exactly (NaN, -0.0, long strings) are computed by a
+// scan; windows that DuckDB wrote into several files are merged into one.
+// Whatever the path, every window has one file, holding its rows sorted by
+// time, with the statistics FileStats computes.
+//
+// Not parallel: it counts the paths taken through package counters and
+// changes DuckDB's global settings of partitioned writes.
+func TestPrepareIngestPartitionedWrite(t *testing.T) {
+	ctx := context.Background()
+	type counts struct{ rewrites, merges, scans int64 }
+	snapshot := func() counts {
+		return counts{partitionedRewrites.Load(), partitionedMerges.Load(), partitionedScans.Load()}
+	}
+	// ingest checks the files against want, the input's rows in time order
+	// (ts, series, value), and returns the paths taken.
+	ingest := func(t *testing.T, ds catalog.Dataset, format Format, in string, want [][]any) ([]WindowFile, counts) {
+		t.Helper()
+		before := snapshot()
+		files, err := testEngine.PrepareIngest(ctx, ds, format, in, t.TempDir())
+		require.NoError(t, err)
+		after := snapshot()
+		var got [][]any
+		for i, f := range files {
+			if i > 0 {
+				require.True(t, files[i-1].WindowStart.Before(f.WindowStart), "one file per window, ordered by window")
+			}
+			require.Equal(t, f.WindowStart, catalog.WindowStart(ds.Partition, f.TimeMin))
+			require.Equal(t, f.WindowStart, catalog.WindowStart(ds.Partition, f.TimeMax))
+			require.Zero(t, unsortedRows(t, testEngine.db, f.Path, ds.TimeColumn), "rows of %s sorted by time", f.Path)
+			pf, err := testEngine.FileStats(ctx, ds, f.Path)
+			require.NoError(t, err)
+			require.Equal(t, pf, f.PartitionFile, "statistics as FileStats computes them")
+			got = append(got, readParquet(t, f.Path)...)
+		}
+		require.Len(t, got, len(want))
+		// The same rows, compared as text (NaN is not equal to itself).
+		// Times must be in order; equal times may come in any order.
+		text := func(rows [][]any) []string {
+			out := make([]string, len(rows))
+			for i, r := range rows {
+				out[i] = fmt.Sprint(r...)
+			}
+			slices.Sort(out)
+			return out
+		}
+		wantText, gotText := text(want), text(got)
+		for i := range want {
+			if !want[i][0].(time.Time).Equal(got[i][0].(time.Time)) {
+				require.Failf(t, "rows out of time order", "row %d: want time %v, got %v", i, want[i][0], got[i][0])
+			}
+			if wantText[i] != gotText[i] {
+				require.Failf(t, "rows differ", "want %s, got %s", wantText[i], gotText[i])
+			}
+		}
+		return files, counts{after.rewrites - before.rewrites, after.merges - before.merges, after.scans - before.scans}
+	}
+	// rows writes n rows in time order, step apart from base, in format.
+	rows := func(t *testing.T, format Format, base time.Time, step time.Duration, n int, series func(i int) string, value func(i int) string) (string, [][]any) {
+		var b strings.Builder
+		var want [][]any
+		if format == FormatCSV {
+			b.WriteString("ts,series,value\n")
+		}
+		for i := range n {
+			ts := base.Add(time.Duration(i) * step)
+			s, v := series(i), value(i)
+			if format == FormatCSV {
+				fmt.Fprintf(&b, "%s,%s,%s\n", ts.Format(time.RFC3339Nano), s, v)
+			} else {
+				fmt.Fprintf(&b, "{\"ts\":%q,\"series\":%q,\"value\":%s}\n", ts.Format(time.RFC3339Nano), s, v)
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			want = append(want, []any{ts, s, f})
+		}
+		return writeFile(t, t.TempDir(), "in."+string(format), b.String()), want
+	}
+	base := mustTime(t, "2024-04-01T00:00:00Z")
+
+	t.Run("in order", func(t *testing.T) {
+		for _, format := range []Format{FormatCSV, FormatNDJSON} {
+			in, want := rows(t, format, base, 1300*time.Millisecond, 200_000,
+				func(i int) string { return fmt.Sprintf("s%d", i%7) },
+				func(i int) string { return strconv.FormatFloat(float64(i%1000)/8, 'g', -1, 64) })
+			detected := detectedReads.Load()
+			files, n := ingest(t, metrics("in_order", catalog.WindowDay), format, in, want)
+			require.Len(t, files, 4, format)
+			require.Zero(t, n.scans, "%s: the writer's statistics", format)
+			require.Zero(t, n.merges, format)
+			require.LessOrEqual(t, n.rewrites, int64(len(files)), format)
+			if format == FormatNDJSON {
+				require.Greater(t, detectedReads.Load(), detected, "single-read JSON path")
+			}
+		}
+	})
+
+	t.Run("inexact writer statistics", func(t *testing.T) {
+		// One hour each with NaN, -0.0 and long strings, then a plain hour.
+		long := strings.Repeat("x", 300)
+		for _, format := range []Format{FormatCSV, FormatNDJSON} {
+			value := func(i int) string {
+				switch {
+				case i == 10 && format == FormatCSV: // JSON has no NaN
+					return "NaN"
+				case i/100 == 1:
+					return "-0.0"
+				}
+				return strconv.Itoa(i)
+			}
+			series := func(i int) string {
+				if i/100 == 2 {
+					return long + strconv.Itoa(i)
+				}
+				return "s"
+			}
+			in, want := rows(t, format, base, 36*time.Second, 400, series, value)
+			files, n := ingest(t, metrics("inexact", catalog.WindowHour), format, in, want)
+			require.Len(t, files, 4)
+			require.Equal(t, strp("-0"), files[1].Stats[2].Min)
+			if format == FormatCSV {
+				require.True(t, math.IsNaN(want[10][2].(float64)))
+				require.Equal(t, strp("NaN"), files[0].Stats[2].Max, "DuckDB orders NaN above every number")
+				require.Equal(t, int64(3), n.scans, "NaN, -0.0 and long strings")
+			} else {
+				require.Equal(t, int64(2), n.scans, "-0.0 and long strings")
+			}
+		}
+	})
+
+	t.Run("several files per window", func(t *testing.T) {
+		// Few open files and small thread buffers: DuckDB closes files and
+		// opens new ones for the same window.
+		var maxOpen, threshold string
+		require.NoError(t, testEngine.db.QueryRow("SELECT current_setting('partitioned_write_max_open_files'), current_setting('partitioned_write_flush_threshold')").Scan(&maxOpen, &threshold))
+		_, err := testEngine.db.Exec("SET GLOBAL partitioned_write_max_open_files = 2; SET GLOBAL partitioned_write_flush_threshold = 50")
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			_, err := testEngine.db.Exec(fmt.Sprintf("SET GLOBAL partitioned_write_max_open_files = %s; SET GLOBAL partitioned_write_flush_threshold = %s", maxOpen, threshold))
+			require.NoError(t, err)
+		})
+		var times []time.Time
+		for i := range 3000 {
+			times = append(times, base.Add(time.Duration(i)*11*time.Second))
+		}
+		want := make([][]any, len(times))
+		shuffled := slices.Clone(times)
+		rand.New(rand.NewPCG(3, 4)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		pos := map[time.Time]int{}
+		for i, ts := range shuffled {
+			pos[ts] = i
+		}
+		for i, ts := range times {
+			want[i] = []any{ts, fmt.Sprintf("s%d", pos[ts]%3), float64(pos[ts])}
+		}
+		for _, format := range []Format{FormatCSV, FormatNDJSON} {
+			in := writeRows(t, t.TempDir(), format, shuffled)
+			files, n := ingest(t, metrics("split", catalog.WindowHour), format, in, want)
+			require.Len(t, files, 10)
+			require.Positive(t, n.merges, format)
+		}
 	})
 }

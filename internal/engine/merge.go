@@ -276,25 +276,7 @@ func (e *Engine) writeMerged(ctx context.Context, ds catalog.Dataset, files []st
 		return w, err
 	}
 	w.writerRows = int64(count)
-	for i, k := range stats.Keys() {
-		// Keys are column paths with quoted identifiers: "ts".
-		col, _ := k.(string)
-		if len(col) >= 2 && col[0] == '"' && col[len(col)-1] == '"' {
-			col = strings.ReplaceAll(col[1:len(col)-1], `""`, `"`)
-		}
-		inner, ok := stats.Values()[i].(duckdb.OrderedMap)
-		if !ok {
-			continue
-		}
-		m := map[string]string{}
-		for j, ik := range inner.Keys() {
-			key, _ := ik.(string)
-			if v, ok := inner.Values()[j].(string); ok {
-				m[key] = v
-			}
-		}
-		w.columns[col] = m
-	}
+	w.columns = parseWriterStats(stats)
 
 	// The output's footer: its row count, its row groups' time ranges and
 	// whether its statistics are exact (the writer truncates long strings,
@@ -345,35 +327,61 @@ func (e *Engine) writeMerged(ctx context.Context, ds catalog.Dataset, files []st
 	return w, nil
 }
 
-// writerStats turns the writer's statistics into a partition file, through
-// the same scanner (and so the same rendering) as FileStats. ok is false when
-// they are not complete and exact for every column.
-func (e *Engine) writerStats(ctx context.Context, ds catalog.Dataset, w written) (catalog.PartitionFile, bool, error) {
-	if w.inexact {
-		return catalog.PartitionFile{}, false, nil
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "SELECT CAST(%d AS BIGINT)", w.footerRows)
-	for _, c := range ds.Columns {
-		st, ok := w.columns[c.Name]
+// parseWriterStats reads the column_statistics of COPY ... RETURN_STATS:
+// per column, its statistics (min, max, null_count, has_nan, ...) as text.
+func parseWriterStats(stats duckdb.OrderedMap) map[string]map[string]string {
+	columns := map[string]map[string]string{}
+	for i, k := range stats.Keys() {
+		// Keys are column paths with quoted identifiers: "ts".
+		col, _ := k.(string)
+		if len(col) >= 2 && col[0] == '"' && col[len(col)-1] == '"' {
+			col = strings.ReplaceAll(col[1:len(col)-1], `""`, `"`)
+		}
+		inner, ok := stats.Values()[i].(duckdb.OrderedMap)
 		if !ok {
-			return catalog.PartitionFile{}, false, nil
+			continue
+		}
+		m := map[string]string{}
+		for j, ik := range inner.Keys() {
+			key, _ := ik.(string)
+			if v, ok := inner.Values()[j].(string); ok {
+				m[key] = v
+			}
+		}
+		columns[col] = m
+	}
+	return columns
+}
+
+// writerStatsSQL renders the writer's statistics of a file of rows rows as
+// the select list of a statistics row (see scanStats): the row count and,
+// per column, the non-null count, min and max. ok is false when they are not
+// complete and exact for every column.
+func writerStatsSQL(ds catalog.Dataset, rows int64, columns map[string]map[string]string) (string, bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CAST(%d AS BIGINT)", rows)
+	for _, c := range ds.Columns {
+		st, ok := columns[c.Name]
+		if !ok {
+			return "", false
 		}
 		nulls, err := strconv.ParseInt(st["null_count"], 10, 64)
-		if err != nil || nulls < 0 || nulls > w.footerRows {
-			return catalog.PartitionFile{}, false, nil
+		if err != nil || nulls < 0 || nulls > rows {
+			return "", false
 		}
 		t, _ := sqlType(c.Type)
 		mn, hasMin := st["min"]
 		mx, hasMax := st["max"]
-		nonNull := w.footerRows - nulls
+		nonNull := rows - nulls
 		switch {
 		case nonNull > 0 && (!hasMin || !hasMax):
-			return catalog.PartitionFile{}, false, nil // e.g. strings too long for statistics
+			return "", false // e.g. strings too long for statistics
 		case st["has_nan"] == "true":
-			return catalog.PartitionFile{}, false, nil // min/max disagree with DuckDB's NaN ordering
+			return "", false // min/max disagree with DuckDB's NaN ordering
 		case c.Type == catalog.TypeDouble && (strings.HasPrefix(mn, "-0") || strings.HasPrefix(mx, "-0")):
-			return catalog.PartitionFile{}, false, nil // the sign of a zero may differ
+			return "", false // the sign of a zero may differ
+		case strings.ContainsRune(mn, 0) || strings.ContainsRune(mx, 0):
+			return "", false // a NUL byte would end the SQL text passed to DuckDB
 		}
 		lit := func(v string) string {
 			if nonNull == 0 {
@@ -383,11 +391,25 @@ func (e *Engine) writerStats(ctx context.Context, ds catalog.Dataset, w written)
 		}
 		fmt.Fprintf(&b, ", CAST(%d AS BIGINT), %s, %s", nonNull, lit(mn), lit(mx))
 	}
-	rows, err := e.db.QueryContext(ctx, b.String())
+	return b.String(), true
+}
+
+// writerStats turns the writer's statistics into a partition file, through
+// the same scanner (and so the same rendering) as FileStats. ok is false when
+// they are not complete and exact for every column.
+func (e *Engine) writerStats(ctx context.Context, ds catalog.Dataset, w written) (catalog.PartitionFile, bool, error) {
+	if w.inexact {
+		return catalog.PartitionFile{}, false, nil
+	}
+	sel, ok := writerStatsSQL(ds, w.footerRows, w.columns)
+	if !ok {
+		return catalog.PartitionFile{}, false, nil
+	}
+	rows, err := e.db.QueryContext(ctx, "SELECT "+sel)
 	if err != nil {
 		return catalog.PartitionFile{}, false, fmt.Errorf("render writer statistics: %w", err)
 	}
-	files, err := scanStats(rows, ds, false)
+	files, err := scanStats(rows, ds, nil)
 	if err != nil {
 		return catalog.PartitionFile{}, false, err
 	}

@@ -25,39 +25,33 @@ func windowExpr(ds catalog.Dataset) string {
 	return fmt.Sprintf("CAST(date_trunc(%s, %s) AS TIMESTAMP)", quoteString(ds.Partition), col)
 }
 
-// statsSQL is the one statistics query of the package, used for freshly
-// ingested rows and for existing Parquet files alike. source is a table name
-// or a table function call. With byWindow, it returns one row per partition
-// window (first column: the window start), ordered by window; otherwise one
-// row for the whole source. The remaining columns are the row count and, per
-// dataset column in schema order, count, min and max.
-func statsSQL(ds catalog.Dataset, source string, byWindow bool) string {
+// statsColumns is the select list of a statistics row: the row count and,
+// per dataset column in schema order, count, min and max.
+func statsColumns(ds catalog.Dataset) string {
 	var b strings.Builder
-	b.WriteString("SELECT ")
-	if byWindow {
-		b.WriteString(windowExpr(ds))
-		b.WriteString(" AS window_start, ")
-	}
 	b.WriteString("count(*)")
 	for _, c := range ds.Columns {
 		q := quoteIdent(c.Name)
 		fmt.Fprintf(&b, ", count(%s), min(%s), max(%s)", q, q, q)
 	}
-	b.WriteString(" FROM ")
-	b.WriteString(source)
-	if byWindow {
-		b.WriteString(" GROUP BY 1 ORDER BY 1 NULLS FIRST")
-	}
 	return b.String()
 }
 
-// scanStats reads the rows of statsSQL into partition files (everything but
-// the path-dependent SizeBytes, Target, Key and Checksum). With byWindow, a
-// window start of NULL (rows without a time value) yields a zero WindowStart.
-func scanStats(rows *sql.Rows, ds catalog.Dataset, byWindow bool) ([]catalog.PartitionFile, error) {
+// statsSQL is the statistics query of existing Parquet files: one row for
+// the whole source (a table function call), as scanStats reads it.
+func statsSQL(ds catalog.Dataset, source string) string {
+	return "SELECT " + statsColumns(ds) + " FROM " + source
+}
+
+// scanStats reads statistics rows (statsColumns, or the writer's statistics
+// rendered by writerStatsSQL) into partition files: everything but the
+// path-dependent SizeBytes, Target, Key and Checksum. WindowStart is the
+// window of the earliest row. With keys set, every row starts with a BIGINT
+// key, appended to *keys in the order of the files returned.
+func scanStats(rows *sql.Rows, ds catalog.Dataset, keys *[]int64) ([]catalog.PartitionFile, error) {
 	defer rows.Close()
 	n := 1 + 3*len(ds.Columns)
-	if byWindow {
+	if keys != nil {
 		n++
 	}
 	vals := make([]any, n)
@@ -77,13 +71,15 @@ func scanStats(rows *sql.Rows, ds catalog.Dataset, byWindow bool) ([]catalog.Par
 			return nil, fmt.Errorf("scan stats: %w", err)
 		}
 		v := vals
-		var pf catalog.PartitionFile
-		if byWindow {
-			if t, ok := v[0].(time.Time); ok {
-				pf.WindowStart = t.UTC()
+		if keys != nil {
+			k, err := toInt64(v[0])
+			if err != nil {
+				return nil, fmt.Errorf("scan stats: key: %w", err)
 			}
+			*keys = append(*keys, k)
 			v = v[1:]
 		}
+		var pf catalog.PartitionFile
 		count, err := toInt64(v[0])
 		if err != nil {
 			return nil, fmt.Errorf("scan stats: row count: %w", err)
@@ -110,7 +106,7 @@ func scanStats(rows *sql.Rows, ds catalog.Dataset, byWindow bool) ([]catalog.Par
 				}
 			}
 		}
-		if !byWindow && !pf.TimeMin.IsZero() {
+		if !pf.TimeMin.IsZero() {
 			pf.WindowStart = catalog.WindowStart(ds.Partition, pf.TimeMin)
 		}
 		out = append(out, pf)
@@ -187,11 +183,11 @@ func (e *Engine) fileStats(ctx context.Context, ds catalog.Dataset, path string)
 		return catalog.PartitionFile{}, fmt.Errorf("file stats: %w", err)
 	}
 	source := "read_parquet(" + quoteString(path) + ")"
-	rows, err := e.db.QueryContext(ctx, statsSQL(ds, source, false))
+	rows, err := e.db.QueryContext(ctx, statsSQL(ds, source))
 	if err != nil {
 		return catalog.PartitionFile{}, fmt.Errorf("file stats %s: %w", path, err)
 	}
-	files, err := scanStats(rows, ds, false)
+	files, err := scanStats(rows, ds, nil)
 	if err != nil {
 		return catalog.PartitionFile{}, fmt.Errorf("file stats %s: %w", path, err)
 	}
