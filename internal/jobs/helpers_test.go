@@ -1,7 +1,6 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"timestore/internal/testutil/logbuf"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -209,23 +209,8 @@ func (c *fakeClock) Add(d time.Duration) time.Time {
 	return c.now
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers (log handlers).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+// syncBuffer collects log output written concurrently.
+type syncBuffer struct{ logbuf.Buffer }
 
 // lineWith returns the first log line containing every one of subs.
 func (s *syncBuffer) lineWith(subs ...string) string {

@@ -12,7 +12,6 @@ package server_test
 // them.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"timestore/internal/testutil/logbuf"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,23 +65,8 @@ func startFaultServer(t *testing.T, s3srv *s3test.Server) *bundle {
 	return &bundle{Bundle: tb, srv: tb.Server, http: tb.HTTP, client: tb.Client}
 }
 
-// faultLogBuffer collects a server log; safe for concurrent writers.
-type faultLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *faultLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *faultLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// faultLogBuffer collects output written concurrently.
+type faultLogBuffer = logbuf.Buffer
 
 // stopS3OnFirstHit returns a fault point hook that stops srv the first time
 // the point is hit and then lets the step go on (returns nil), so that the

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"timestore/internal/testutil/logbuf"
 
 	"github.com/stretchr/testify/require"
 
@@ -32,23 +33,8 @@ import (
 	"timestore/internal/testutil/testserver"
 )
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written concurrently.
+type syncBuffer = logbuf.Buffer
 
 // answer is one HTTP answer: status and body.
 type answer struct {

@@ -10,7 +10,6 @@
 package nodetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"timestore/internal/testutil/logbuf"
 
 	"timestore/internal/client"
 )
@@ -379,19 +379,5 @@ func freePort() (int, error) {
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects output written concurrently.
+type syncBuffer = logbuf.Buffer
