@@ -25,6 +25,7 @@ import (
 	"timestore/internal/policy"
 	"timestore/internal/query"
 	"timestore/internal/storage"
+	"timestore/internal/testutil/enginetest"
 	"timestore/internal/testutil/pgtest"
 	"timestore/internal/testutil/s3test"
 )
@@ -32,22 +33,7 @@ import (
 // testEngine is shared by the tests, which run in parallel against it.
 var testEngine *engine.Engine
 
-func TestMain(m *testing.M) {
-	s3test.SetCredentialsEnv()
-	var err error
-	testEngine, err = engine.New(engine.Config{Threads: 2, MemoryLimit: "1GB"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := testEngine.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	s3test.StopShared()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(enginetest.Main(m, &testEngine)) }
 
 // row is one row of the test dataset; n is unique.
 type row struct {

@@ -20,6 +20,7 @@ import (
 	"timestore/internal/query"
 	"timestore/internal/retention"
 	"timestore/internal/storage"
+	"timestore/internal/testutil/enginetest"
 	"timestore/internal/testutil/pgtest"
 	"timestore/internal/testutil/s3test"
 )
@@ -27,22 +28,7 @@ import (
 // testEngine is shared by the tests, which run in parallel against it.
 var testEngine *engine.Engine
 
-func TestMain(m *testing.M) {
-	s3test.SetCredentialsEnv()
-	var err error
-	testEngine, err = engine.New(engine.Config{Threads: 2, MemoryLimit: "1GB"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := testEngine.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	s3test.StopShared()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(enginetest.Main(m, &testEngine)) }
 
 // day0 is the first day of the test data; evalTime is when retention is
 // evaluated: with max_age 7d12h its cutoff is day0 + 2d (2024-03-03 00:00),
