@@ -26,8 +26,7 @@ import (
 	"timestore/internal/query"
 	"timestore/internal/storage"
 	"timestore/internal/testutil/enginetest"
-	"timestore/internal/testutil/pgtest"
-	"timestore/internal/testutil/s3test"
+	"timestore/internal/testutil/stacktest"
 )
 
 // testEngine is shared by the tests, which run in parallel against it.
@@ -67,20 +66,7 @@ type bundle struct {
 
 func setup(t *testing.T, remote bool) *bundle {
 	t.Helper()
-	ctx := t.Context()
-	store := pgtest.NewStore(t)
-	urls := map[string]string{}
-	targetName := storage.LocalTargetName
-	if remote {
-		urls["remote"] = s3test.StartShared().NewBucket(t)
-		targetName = "remote"
-	}
-	targets, err := storage.NewTargets(ctx, t.TempDir(), urls)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = targets.Close() })
-	cache, err := storage.NewCache(t.TempDir(), 1<<30, nil)
-	require.NoError(t, err)
-	ds, err := store.CreateDataset(ctx, catalog.Dataset{
+	s := stacktest.New(t, testEngine, remote, catalog.Dataset{
 		Name: "cpu",
 		Columns: []catalog.Column{
 			{Name: "ts", Type: catalog.TypeTimestamp},
@@ -90,16 +76,11 @@ func setup(t *testing.T, remote bool) *bundle {
 		},
 		TimeColumn: "ts",
 		Partition:  catalog.WindowDay,
-		Target:     targetName,
-	}, "test")
-	require.NoError(t, err)
-	target, err := targets.Get(targetName)
-	require.NoError(t, err)
+	})
 	return &bundle{
-		ctx: ctx, store: store, targets: targets, target: target, cache: cache, ds: ds,
-		ingest: ingest.New(ingest.Options{Store: store, Targets: targets, Engine: testEngine, TempDir: t.TempDir()}),
-		query:  query.New(query.Options{Store: store, Targets: targets, Cache: cache, Engine: testEngine}),
-		rng:    rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)),
+		ctx: s.Ctx, store: s.Store, targets: s.Targets, target: s.Target, cache: s.Cache, ds: s.Dataset,
+		ingest: s.Ingest, query: s.Query,
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)),
 	}
 }
 

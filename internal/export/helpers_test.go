@@ -26,8 +26,7 @@ import (
 	"timestore/internal/query"
 	"timestore/internal/storage"
 	"timestore/internal/testutil/enginetest"
-	"timestore/internal/testutil/pgtest"
-	"timestore/internal/testutil/s3test"
+	"timestore/internal/testutil/stacktest"
 )
 
 // testEngine is shared by the tests, which run in parallel against it.
@@ -64,30 +63,12 @@ type bundle struct {
 	ingested map[int64]sums
 }
 
-func targetName(remote bool) string {
-	if remote {
-		return "remote"
-	}
-	return storage.LocalTargetName
-}
-
 // setup makes the bundle on the local target or on S3, with the export
 // policy {target, after 1d, window day}.
 func setup(t *testing.T, remote bool, opts ...func(*export.Options)) *bundle {
 	t.Helper()
-	ctx := t.Context()
-	store := pgtest.NewStore(t)
-	urls := map[string]string{}
-	if remote {
-		urls["remote"] = s3test.StartShared().NewBucket(t)
-	}
-	targets, err := storage.NewTargets(ctx, t.TempDir(), urls)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = targets.Close() })
-	cache, err := storage.NewCache(t.TempDir(), 1<<30, nil)
-	require.NoError(t, err)
-	name := targetName(remote)
-	ds, err := store.CreateDataset(ctx, catalog.Dataset{
+	name := stacktest.TargetName(remote)
+	s := stacktest.New(t, testEngine, remote, catalog.Dataset{
 		Name: "cpu",
 		Columns: []catalog.Column{
 			{Name: "ts", Type: catalog.TypeTimestamp},
@@ -97,29 +78,24 @@ func setup(t *testing.T, remote bool, opts ...func(*export.Options)) *bundle {
 		},
 		TimeColumn: "ts",
 		Partition:  catalog.WindowDay,
-		Target:     name,
 		Policy: policy.Policy{Export: &policy.Export{
 			Target: name, After: policy.Duration(24 * time.Hour), Window: "day",
 		}},
-	}, "test")
-	require.NoError(t, err)
-	target, err := targets.Get(name)
-	require.NoError(t, err)
+	})
 	b := &bundle{
-		ctx: ctx, store: store, targets: targets, target: target, tname: name, cache: cache, ds: ds,
-		ingest: ingest.New(ingest.Options{Store: store, Targets: targets, Engine: testEngine, TempDir: t.TempDir()}),
-		query:  query.New(query.Options{Store: store, Targets: targets, Cache: cache, Engine: testEngine}),
-		reg:    prometheus.NewPedanticRegistry(),
+		ctx: s.Ctx, store: s.Store, targets: s.Targets, target: s.Target, tname: s.TargetName, cache: s.Cache, ds: s.Dataset,
+		ingest: s.Ingest, query: s.Query, reg: prometheus.NewPedanticRegistry(),
 
 		ingested: map[int64]sums{},
 	}
 	o := export.Options{
-		Store: store, Targets: targets, Cache: cache, Engine: testEngine, TempDir: t.TempDir(),
+		Store: b.store, Targets: b.targets, Cache: b.cache, Engine: testEngine, TempDir: t.TempDir(),
 		Registerer: b.reg, Now: func() time.Time { return runNow }, MaxFileBytes: 64 << 10,
 	}
 	for _, f := range opts {
 		f(&o)
 	}
+	var err error
 	b.x, err = export.New(o)
 	require.NoError(t, err)
 	return b
@@ -362,10 +338,5 @@ func (b *bundle) metric(t *testing.T, name string) float64 {
 // bothTargets runs fn as a subtest on the local target and on S3.
 func bothTargets(t *testing.T, fn func(t *testing.T, remote bool)) {
 	t.Helper()
-	for _, remote := range []bool{false, true} {
-		t.Run(targetName(remote), func(t *testing.T) {
-			t.Parallel()
-			fn(t, remote)
-		})
-	}
+	stacktest.BothTargets(t, fn)
 }

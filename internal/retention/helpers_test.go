@@ -21,8 +21,7 @@ import (
 	"timestore/internal/retention"
 	"timestore/internal/storage"
 	"timestore/internal/testutil/enginetest"
-	"timestore/internal/testutil/pgtest"
-	"timestore/internal/testutil/s3test"
+	"timestore/internal/testutil/stacktest"
 )
 
 // testEngine is shared by the tests, which run in parallel against it.
@@ -98,30 +97,12 @@ type bundle struct {
 	sweepVersions []int64
 }
 
-func targetName(remote bool) string {
-	if remote {
-		return "remote"
-	}
-	return storage.LocalTargetName
-}
-
 // setup makes the bundle with a dataset "cpu" on the local or S3 target,
 // with a retention policy max_age 7d12h and the given grace.
 func setup(t *testing.T, remote bool, grace time.Duration) *bundle {
 	t.Helper()
-	ctx := t.Context()
-	store := pgtest.NewStore(t)
-	urls := map[string]string{}
-	if remote {
-		urls["remote"] = s3test.StartShared().NewBucket(t)
-	}
-	targets, err := storage.NewTargets(ctx, t.TempDir(), urls)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = targets.Close() })
-	cache, err := storage.NewCache(t.TempDir(), 1<<30, nil)
-	require.NoError(t, err)
 	g := policy.Duration(grace)
-	ds, err := store.CreateDataset(ctx, catalog.Dataset{
+	s := stacktest.New(t, testEngine, remote, catalog.Dataset{
 		Name: "cpu",
 		Columns: []catalog.Column{
 			{Name: "ts", Type: catalog.TypeTimestamp},
@@ -130,22 +111,18 @@ func setup(t *testing.T, remote bool, grace time.Duration) *bundle {
 		},
 		TimeColumn: "ts",
 		Partition:  catalog.WindowDay,
-		Target:     targetName(remote),
 		Policy:     policy.Policy{Retention: &policy.Retention{MaxAge: maxAge, Grace: &g}},
-	}, "test")
-	require.NoError(t, err)
-	target, err := targets.Get(targetName(remote))
-	require.NoError(t, err)
+	})
 	b := &bundle{
-		ctx: ctx, store: store, targets: targets, target: target, ds: ds,
-		ingest: ingest.New(ingest.Options{Store: store, Targets: targets, Engine: testEngine, TempDir: t.TempDir()}),
-		query:  query.New(query.Options{Store: store, Targets: targets, Cache: cache, Engine: testEngine}),
+		ctx: s.Ctx, store: s.Store, targets: s.Targets, target: s.Target, ds: s.Dataset,
+		ingest: s.Ingest, query: s.Query,
 		reg:    prometheus.NewPedanticRegistry(),
 		clock:  &clock{t: evalTime},
 		rowsOf: map[int][]int64{},
 	}
+	var err error
 	b.svc, err = retention.New(retention.Options{
-		Store: store, Targets: targets, Registerer: b.reg, Now: b.clock.Now,
+		Store: b.store, Targets: b.targets, Registerer: b.reg, Now: b.clock.Now,
 		EnqueueSweep: func(ctx context.Context, tx catalog.Tx, datasetID int64, dataset string) error {
 			if datasetID != b.ds.ID || dataset != b.ds.Name {
 				return fmt.Errorf("enqueue sweep for dataset %d %q, want %d %q", datasetID, dataset, b.ds.ID, b.ds.Name)
@@ -294,12 +271,7 @@ func (b *bundle) partition(t *testing.T, id int64) catalog.Partition {
 // bothTargets runs fn as a subtest on the local target and on S3.
 func bothTargets(t *testing.T, fn func(t *testing.T, remote bool)) {
 	t.Helper()
-	for _, remote := range []bool{false, true} {
-		t.Run(targetName(remote), func(t *testing.T) {
-			t.Parallel()
-			fn(t, remote)
-		})
-	}
+	stacktest.BothTargets(t, fn)
 }
 
 // metric sums the values of the metric family name in the bundle's registry
