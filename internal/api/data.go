@@ -240,7 +240,7 @@ func csvValue(v any) string {
 
 func (s *Server) streamCSV(w http.ResponseWriter, res *query.Result, hasRow bool) error {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Trailer", "Timestore-Error")
+	w.Header().Set("Trailer", "Timestore-Error, Timestore-Error-Code")
 	w.WriteHeader(http.StatusOK)
 	bw := newFlushWriter(w)
 	cw := csv.NewWriter(bw)
@@ -260,6 +260,7 @@ func (s *Server) streamCSV(w http.ResponseWriter, res *query.Result, hasRow bool
 	if err := res.Err(); err != nil {
 		_, body := classify(err)
 		w.Header().Set("Timestore-Error", body.Error.Message)
+		w.Header().Set("Timestore-Error-Code", body.Error.Code)
 		s.log.Warn("query failed while streaming", "error", err)
 	}
 	return bw.Flush()

@@ -145,7 +145,11 @@ func (s *Server) patchDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, DatasetResponse{Dataset: updated})
+	totals, err := s.opts.Store.DatasetTotals(r.Context(), updated.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, DatasetResponse{Dataset: updated, Totals: totals})
 	return nil
 }
 

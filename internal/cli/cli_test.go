@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -72,6 +77,12 @@ func TestCLIWorkflow(t *testing.T) {
 	r = runCLI(t, url, "dataset", "set-policy", "cpu", "--file", policyPath)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, `"30d"`)
+	// The answer of a policy change carries the dataset's totals too.
+	r = runCLI(t, url, "dataset", "set-policy", "cpu", "--file", policyPath, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	d.Totals.Rows = 0
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &d))
+	require.EqualValues(t, 3, d.Totals.Rows, r.stdout)
 
 	r = runCLI(t, url, "dataset", "list", "-o", "csv")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -97,4 +108,74 @@ func TestCLIWorkflow(t *testing.T) {
 
 	r = runCLI(t, url, "dataset", "delete", "cpu")
 	require.Equal(t, 0, r.code, r.stderr)
+}
+
+// Usage errors exit 2 before anything is sent: the server URL here answers
+// nothing, so a command that got as far as a request would exit 1.
+func TestCLIUsageErrors(t *testing.T) {
+	t.Parallel()
+	const nowhere = "http://127.0.0.1:1"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dataset", "bogus"}, `unknown command "bogus" for "timestore dataset"`},
+		{[]string{"jobs", "bogus", "x"}, `unknown command "bogus" for "timestore jobs"`},
+		{[]string{"holds", "bogus"}, `unknown command "bogus" for "timestore holds"`},
+		{[]string{"dataset", "list", "-o", "xml"}, `output format "xml"`},
+		{[]string{"dataset", "show", "cpu", "-o", "yaml"}, `output format "yaml"`},
+		{[]string{"serve", "--token", "secret"}, "--token is a client flag"},
+		{[]string{"migrate", "-o", "json"}, "--output is a client flag"},
+		{[]string{"config", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, "--config: stat"},
+	} {
+		var r run
+		if slices.Contains([]string{"serve", "migrate", "config"}, tc.args[0]) {
+			var out, errb bytes.Buffer
+			code := cli.Execute(context.Background(), tc.args, &out, &errb)
+			r = run{code, out.String(), errb.String()}
+		} else {
+			r = runCLI(t, nowhere, tc.args...)
+		}
+		require.Equal(t, 2, r.code, "%v: %s", tc.args, r.stderr)
+		require.Contains(t, r.stderr, tc.want, tc.args)
+	}
+	// A group alone prints its help.
+	r := runCLI(t, nowhere, "dataset")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Available Commands")
+}
+
+// A query that fails after its CSV answer began (the query's time limit
+// reached while rows are still being sent): the server can say so only in
+// the trailers after the rows sent (api.streamCSV). The CLI must not exit 0
+// with a truncated answer. DuckDB materializes results before the first row,
+// so the real server fails this way only on timing; the handler here
+// answers as api.streamCSV does.
+func TestCLIQueryFailsWhileStreaming(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	fail.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "text/csv", r.Header.Get("Accept"))
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Trailer", "Timestore-Error, Timestore-Error-Code")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, "n\n1\n2\n")
+		if fail.Load() {
+			w.Header().Set("Timestore-Error", "the request took longer than its time limit")
+			w.Header().Set("Timestore-Error-Code", "timeout")
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	r := runCLI(t, srv.URL, "query", "cpu", "--sql", "SELECT n FROM cpu", "-o", "csv")
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Equal(t, "n\n1\n2\n", r.stdout)
+	require.Contains(t, r.stderr, "the query failed after its answer began (the rows before are incomplete): the request took longer than its time limit")
+	require.Contains(t, r.stderr, "timeout")
+
+	fail.Store(false)
+	r = runCLI(t, srv.URL, "query", "cpu", "--sql", "SELECT n FROM cpu", "-o", "csv")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "n\n1\n2\n", r.stdout)
 }

@@ -77,10 +77,55 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newHoldsCmd(g),
 		newExportsCmd(g),
 	)
-	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+	for _, c := range root.Commands() {
+		strictGroups(c)
+	}
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		g.tokenFlagSet = cmd.Flags().Changed("token")
+		if cmd.Annotations[serverCommand] != "" {
+			// The client's flags mean nothing to a server command; silently
+			// ignoring --token would leave an operator believing the API is
+			// protected.
+			for _, name := range []string{"server", "token", "output"} {
+				if cmd.Flags().Changed(name) {
+					return usagef("%s: --%s is a client flag; the server reads its configuration from --config, the environment (TIMESTORE_TOKEN, TIMESTORE_ADMIN_TOKEN, ...) and its own flags (see timestore %s --help)", cmd.Name(), name, cmd.Name())
+				}
+			}
+			return nil
+		}
+		switch g.output {
+		case "table", "json", "csv":
+		default:
+			return usagef("output format %q: want table, json or csv", g.output)
+		}
+		return nil
 	}
 	return root
+}
+
+// serverCommand annotates the commands that run the server side (serve,
+// migrate, config) rather than talk to a server.
+const serverCommand = "timestore/server-command"
+
+// strictGroups makes a command group (a command with subcommands and no
+// action of its own) print its help when called alone and refuse an unknown
+// subcommand as a usage error (exit 2); cobra would print the help and exit 0.
+func strictGroups(c *cobra.Command) {
+	if !c.HasSubCommands() {
+		return
+	}
+	if c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
 }
 
 // Execute runs the CLI with args and returns the process exit code.

@@ -22,16 +22,24 @@ type serverFlags struct {
 	database   string
 	listen     string
 	dataDir    string
+	fs         *pflag.FlagSet
 }
 
 func (f *serverFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&f.configFile, "config", "timestore.yaml", "configuration file (optional)")
+	f.fs = fs
+	fs.StringVar(&f.configFile, "config", "timestore.yaml", "configuration file (optional when not given: ./timestore.yaml is read if present)")
 	fs.StringVar(&f.database, "database-url", "", "catalog database URL (env TIMESTORE_DATABASE_URL)")
 	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (env TIMESTORE_LISTEN, default "+config.ListenDefault+")")
 	fs.StringVar(&f.dataDir, "data-dir", "", "local target, cache and temp files (env TIMESTORE_DATA_DIR, default "+config.DataDirDefault+")")
 }
 
 func (f *serverFlags) load() (config.Config, error) {
+	if f.fs != nil && f.fs.Changed("config") {
+		// A file named on the command line must be there.
+		if _, err := os.Stat(f.configFile); err != nil {
+			return config.Config{}, usagef("--config: %v", err)
+		}
+	}
 	cfg, err := config.Load(f.configFile, os.Environ())
 	if err != nil {
 		return cfg, usageError{err}
@@ -54,9 +62,10 @@ func (f *serverFlags) load() (config.Config, error) {
 func newServeCmd(g *globals) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Run the HTTP API and the lifecycle workers",
-		Args:  cobra.NoArgs,
+		Use:         "serve",
+		Annotations: map[string]string{serverCommand: "true"},
+		Short:       "Run the HTTP API and the lifecycle workers",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.load()
 			if err != nil {
@@ -90,9 +99,10 @@ func newServeCmd(g *globals) *cobra.Command {
 func newMigrateCmd(g *globals) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
-		Use:   "migrate",
-		Short: "Apply the catalog migrations (idempotent)",
-		Args:  cobra.NoArgs,
+		Use:         "migrate",
+		Annotations: map[string]string{serverCommand: "true"},
+		Short:       "Apply the catalog migrations (idempotent)",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.load()
 			if err != nil {
@@ -114,9 +124,10 @@ func newMigrateCmd(g *globals) *cobra.Command {
 func newConfigCmd(g *globals) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
-		Use:   "config",
-		Short: "Print the effective server configuration, secrets redacted",
-		Args:  cobra.NoArgs,
+		Use:         "config",
+		Annotations: map[string]string{serverCommand: "true"},
+		Short:       "Print the effective server configuration, secrets redacted",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.load()
 			if err != nil {

@@ -260,13 +260,33 @@ func (c *Client) Query(ctx context.Context, name string, q QueryRequest) (QueryR
 }
 
 // QueryCSV runs a query and returns the CSV answer's body; the caller closes it.
+// A query that fails after the answer began ends the body with an error
+// (*Error, Status 200) instead of io.EOF: the server reports such a failure
+// in the Timestore-Error trailer, after rows that are then incomplete.
 func (c *Client) QueryCSV(ctx context.Context, name string, q QueryRequest) (io.ReadCloser, error) {
 	resp, err := c.Raw(ctx, http.MethodPost, "/v1/datasets/"+url.PathEscape(name)+"/query", http.Header{"Accept": {"text/csv"}}, q)
 	if err != nil {
 		return nil, err
 	}
-	return resp.Body, nil
+	return trailerChecked{resp}, nil
 }
+
+// trailerChecked reads a streamed answer and turns its Timestore-Error
+// trailer, which is known once the body is read to its end, into an error.
+type trailerChecked struct{ resp *http.Response }
+
+func (t trailerChecked) Read(p []byte) (int, error) {
+	n, err := t.resp.Body.Read(p)
+	if errors.Is(err, io.EOF) {
+		if msg := t.resp.Trailer.Get("Timestore-Error"); msg != "" {
+			return n, &Error{Status: t.resp.StatusCode, Code: t.resp.Trailer.Get("Timestore-Error-Code"),
+				Message: "the query failed after its answer began (the rows before are incomplete): " + msg}
+		}
+	}
+	return n, err
+}
+
+func (t trailerChecked) Close() error { return t.resp.Body.Close() }
 
 // Partition is one entry of a partition listing.
 type Partition struct {

@@ -57,3 +57,20 @@ func TestAdminRefusedOffLoopbackWithoutToken(t *testing.T) {
 	loop := testserver.Start(t, testserver.Options{})
 	require.Equal(t, 200, status(t, "GET", loop.HTTP.URL+"/admin/v1/audit", ""))
 }
+
+// Without a data-plane token /v1 is open (API.md): a token the server does
+// not know, e.g. a client's stale TIMESTORE_TOKEN, does not turn it away.
+// The admin token still guards /admin.
+func TestOpenDataPlaneIgnoresUnknownTokens(t *testing.T) {
+	t.Parallel()
+	b := testserver.Start(t, testserver.Options{Configure: func(c *config.Config) {
+		c.AdminToken = "admin-token"
+		c.Listen = "0.0.0.0:8080"
+	}})
+	u := b.HTTP.URL
+	require.Equal(t, 200, status(t, "GET", u+"/v1/datasets", ""))
+	require.Equal(t, 200, status(t, "GET", u+"/v1/datasets", "stale-token"))
+	require.Equal(t, 200, status(t, "GET", u+"/v1/datasets", "admin-token"))
+	require.Equal(t, 401, status(t, "GET", u+"/admin/v1/audit", "stale-token"))
+	require.Equal(t, 200, status(t, "GET", u+"/admin/v1/audit", "admin-token"))
+}
