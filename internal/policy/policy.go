@@ -72,7 +72,15 @@ func (d Duration) String() string {
 	if td > 0 && td%(24*time.Hour) == 0 {
 		return strconv.FormatInt(int64(td/(24*time.Hour)), 10) + "d"
 	}
-	return td.String()
+	// Go's form without its zero minutes and seconds: "1h", not "1h0m0s".
+	out := td.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
 
 // MarshalJSON implements json.Marshaler.

@@ -30,7 +30,17 @@ func TestDurationJSONRoundTrip(t *testing.T) {
 	require.Equal(t, 30*24*time.Hour, p.Retention.MaxAge.Std())
 	require.Equal(t, time.Duration(0), p.Retention.Grace.Std())
 	require.Equal(t, "30d", p.Retention.MaxAge.String())
-	require.Equal(t, "36h0m0s", p.Retention.MinKeep.String())
+	require.Equal(t, "36h", p.Retention.MinKeep.String())
+	for d, want := range map[time.Duration]string{
+		0: "0s", time.Hour: "1h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s",
+		10 * time.Minute: "10m", 90 * time.Second: "1m30s", 1500 * time.Millisecond: "1.5s", 48 * time.Hour: "2d",
+	} {
+		got := Duration(d).String()
+		require.Equal(t, want, got, d)
+		back, err := ParseDuration(got)
+		require.NoError(t, err, got)
+		require.Equal(t, d, back, got)
+	}
 }
 
 func TestParseRejects(t *testing.T) {
