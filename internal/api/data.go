@@ -121,6 +121,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if from != nil && to != nil && !from.Before(*to) {
+		return badRequest(fmt.Sprintf("from (%s) must be before to (%s): the range [from, to) is empty", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)))
+	}
 	asCSV := false
 	if acc := r.Header.Get("Accept"); acc != "" {
 		for _, part := range strings.Split(acc, ",") {
