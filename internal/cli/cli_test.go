@@ -47,6 +47,13 @@ func TestCLIWorkflow(t *testing.T) {
 	r = runCLI(t, url, "ingest", "cpu", csvPath)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "ingested 3 rows into 2 partitions")
+	one := filepath.Join(dir, "one.csv")
+	require.NoError(t, os.WriteFile(one, []byte("ts,host,value\n2024-04-30T10:00:00Z,web-3,1\n"), 0o600))
+	r = runCLI(t, url, "dataset", "create", "solo", "--columns", "ts:timestamp,host:varchar,value:double", "--time-column", "ts")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(t, url, "ingest", "solo", one)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "ingested 1 row into 1 partition of solo")
 
 	r = runCLI(t, url, "query", "cpu", "--sql", "SELECT host, count(*) AS n FROM cpu GROUP BY host ORDER BY host", "-o", "csv")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -108,6 +115,8 @@ func TestCLIWorkflow(t *testing.T) {
 	require.Equal(t, 2, r.code)
 	r = runCLI(t, "http://127.0.0.1:1", "dataset", "list")
 	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "cannot reach the timestore server at http://127.0.0.1:1")
+	require.Contains(t, r.stderr, "--server or TIMESTORE_SERVER")
 
 	r = runCLI(t, url, "dataset", "delete", "cpu")
 	require.Equal(t, 0, r.code, r.stderr)

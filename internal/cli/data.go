@@ -60,8 +60,8 @@ func newIngestCmd(g *globals) *cobra.Command {
 			if res.Replayed {
 				note = " (replayed: this idempotency key was used before; nothing new was written)"
 			}
-			fmt.Fprintf(g.stdout, "ingested %d rows into %d partitions of %s, manifest version %d, in %s%s\n",
-				res.RowsWritten, res.PartitionsWritten, name, res.ManifestVersion, time.Since(start).Round(time.Millisecond), note)
+			fmt.Fprintf(g.stdout, "ingested %s into %s of %s, manifest version %d, in %s%s\n",
+				count(res.RowsWritten, "row"), count(res.PartitionsWritten, "partition"), name, res.ManifestVersion, time.Since(start).Round(time.Millisecond), note)
 			return nil
 		},
 	}
@@ -173,7 +173,7 @@ func newQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.output == "table" {
-				fmt.Fprintf(g.stderr, "(%d rows)\n", res.RowCount)
+				fmt.Fprintf(g.stderr, "(%s)\n", count(res.RowCount, "row"))
 			}
 			return nil
 		},

@@ -137,6 +137,10 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	fmt.Fprintln(stderr, "timestore:", err.Error())
+	var unreachable *client.UnreachableError
+	if errors.As(err, &unreachable) {
+		fmt.Fprintln(stderr, "timestore: is the server running there? Start it with `timestore serve`, or point the CLI at it with --server or TIMESTORE_SERVER.")
+	}
 	var ue usageError
 	switch {
 	case errors.As(err, &ue), client.IsClientError(err):
@@ -198,6 +202,14 @@ func (g *globals) printObject(v any, kv [][2]string) error {
 		fmt.Fprintf(tw, "%s:\t%s\n", p[0], p[1])
 	}
 	return tw.Flush()
+}
+
+// count renders n things: "1 row", "2 rows".
+func count(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 // humanBytes renders n bytes with a binary unit.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -43,6 +44,19 @@ type Error struct {
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s (HTTP %d %s)", e.Message, e.Status, e.Code)
 }
+
+// UnreachableError reports that no server answered at URL: nothing
+// listens there, or the name does not resolve.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the timestore server at %s: %v", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // IsClientError reports whether err is a 4xx answer (the caller's mistake).
 func IsClientError(err error) bool {
@@ -103,6 +117,10 @@ func (c *Client) Raw(ctx context.Context, method, path string, headers http.Head
 		hc = http.DefaultClient
 	}
 	resp, err := hc.Do(req)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return nil, &UnreachableError{URL: c.BaseURL, Err: op.Err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, c.BaseURL+path, err)
 	}
