@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -190,4 +191,28 @@ func TestCLIQueryFailsWhileStreaming(t *testing.T) {
 	r = runCLI(t, srv.URL, "query", "cpu", "--sql", "SELECT n FROM cpu", "-o", "csv")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, "n\n1\n2\n", r.stdout)
+}
+
+// `timestore config` shows the settings the server would use, defaults of
+// unset ones included, secrets redacted; without a database URL it still
+// prints them, then names the problem (exit 2).
+func TestCLIConfigShowsEffectiveSettings(t *testing.T) {
+	t.Setenv("TIMESTORE_DATABASE_URL", "postgres://app:s3cret@127.0.0.1:5432/ts")
+	t.Setenv("TIMESTORE_JOBS_MAX_ATTEMPTS", "3")
+	var out, errb bytes.Buffer
+	code := cli.Execute(context.Background(), []string{"config", "--config", ""}, &out, &errb)
+	require.Equal(t, 0, code, errb.String())
+	for _, want := range []string{"max_attempts: 3", "max_workers: 2", "job_timeout: 4m0s", "reconcile_schedule: '@every 6h'",
+		fmt.Sprintf("duckdb_threads: %d", runtime.NumCPU()), "workers: true"} {
+		require.Contains(t, out.String(), want)
+	}
+	require.NotContains(t, out.String(), "s3cret")
+
+	t.Setenv("TIMESTORE_DATABASE_URL", "")
+	out.Reset()
+	errb.Reset()
+	code = cli.Execute(context.Background(), []string{"config", "--config", ""}, &out, &errb)
+	require.Equal(t, 2, code)
+	require.Contains(t, out.String(), "max_workers: 2")
+	require.Contains(t, errb.String(), "database URL is required")
 }

@@ -27,14 +27,27 @@ type serverFlags struct {
 
 func (f *serverFlags) bind(fs *pflag.FlagSet) {
 	f.fs = fs
-	fs.StringVar(&f.configFile, "config", "timestore.yaml", "configuration file (optional when not given: ./timestore.yaml is read if present)")
+	fs.StringVar(&f.configFile, "config", "timestore.yaml", "configuration file; when not given, ./timestore.yaml is read if present; \"\" reads none")
 	fs.StringVar(&f.database, "database-url", "", "catalog database URL (env TIMESTORE_DATABASE_URL)")
 	fs.StringVar(&f.listen, "listen", "", "HTTP listen address (env TIMESTORE_LISTEN, default "+config.ListenDefault+")")
 	fs.StringVar(&f.dataDir, "data-dir", "", "local target, cache and temp files (env TIMESTORE_DATA_DIR, default "+config.DataDirDefault+")")
 }
 
+// load reads and validates the configuration.
 func (f *serverFlags) load() (config.Config, error) {
-	if f.fs != nil && f.fs.Changed("config") {
+	cfg, err := f.read()
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// read reads the configuration: file, environment, flags.
+func (f *serverFlags) read() (config.Config, error) {
+	if f.fs != nil && f.fs.Changed("config") && f.configFile != "" {
 		// A file named on the command line must be there.
 		if _, err := os.Stat(f.configFile); err != nil {
 			return config.Config{}, usagef("--config: %v", err)
@@ -52,9 +65,6 @@ func (f *serverFlags) load() (config.Config, error) {
 	}
 	if f.dataDir != "" {
 		cfg.DataDir = f.dataDir
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, usageError{err}
 	}
 	return cfg, nil
 }
@@ -129,11 +139,16 @@ func newConfigCmd(g *globals) *cobra.Command {
 		Short:       "Print the effective server configuration, secrets redacted",
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.load()
+			// Printed even when it is not valid (no database URL, say):
+			// that is when one looks at it; the problem follows on stderr.
+			cfg, err := f.read()
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(g.stdout, cfg.YAML())
+			fmt.Fprint(g.stdout, server.Effective(cfg).YAML())
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
 			return nil
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -296,4 +297,40 @@ func Migrate(ctx context.Context, databaseURL string) error {
 		return err
 	}
 	return jobs.Migrate(ctx, st.Pool())
+}
+
+// Effective returns cfg with the defaults that the components apply to
+// unset settings filled in, so that `timestore config` shows what the
+// server would really use.
+func Effective(cfg config.Config) config.Config {
+	j := &cfg.Jobs
+	if j.Workers == nil {
+		on := true
+		j.Workers = &on
+	}
+	if j.MaxWorkers == 0 {
+		j.MaxWorkers = jobs.MaxWorkersDefault
+	}
+	if j.MaxAttempts == 0 {
+		j.MaxAttempts = jobs.MaxAttemptsDefault
+	}
+	if j.JobTimeout == 0 {
+		j.JobTimeout = jobs.JobTimeoutDefault
+	}
+	if j.RescueAfter == 0 {
+		j.RescueAfter = jobs.RescueAfterDefault
+	}
+	if j.SchedulerInterval == 0 {
+		j.SchedulerInterval = jobs.SchedulerIntervalDefault
+	}
+	if j.ReconcileSchedule == "" {
+		j.ReconcileSchedule = jobs.ReconcileScheduleDefault
+	}
+	if j.ReconcileSafetyAge == 0 {
+		j.ReconcileSafetyAge = reconcile.SafetyAgeDefault
+	}
+	if cfg.DuckDBThreads == 0 {
+		cfg.DuckDBThreads = runtime.NumCPU()
+	}
+	return cfg
 }
