@@ -57,7 +57,7 @@ func New(opts Options) (*Service, error) {
 	}
 
 	cfg := &river.Config{
-		Logger:                      opts.Logger.With("component", "river"),
+		Logger:                      slog.New(riverLogHandler{opts.Logger.Handler()}).With("component", "river"),
 		MaxAttempts:                 opts.MaxAttempts,
 		JobTimeout:                  opts.JobTimeout,
 		RescueStuckJobsAfter:        opts.RescueAfter,
