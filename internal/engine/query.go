@@ -166,6 +166,20 @@ var readStatements = map[string]bool{
 	"DESCRIBE": true, "SHOW": true, "SUMMARIZE": true,
 }
 
+// otherStatements are the words DuckDB's other statements start with, which
+// a query may not: a first word that is in neither list is reported as a
+// syntax error rather than as a forbidden statement.
+var otherStatements = map[string]bool{
+	"INSERT": true, "UPDATE": true, "DELETE": true, "MERGE": true, "TRUNCATE": true,
+	"CREATE": true, "DROP": true, "ALTER": true, "COMMENT": true,
+	"COPY": true, "EXPORT": true, "IMPORT": true, "ATTACH": true, "DETACH": true, "USE": true,
+	"INSTALL": true, "LOAD": true, "FORCE": true, "UPDATE_EXTENSIONS": true,
+	"SET": true, "RESET": true, "PRAGMA": true, "CALL": true,
+	"BEGIN": true, "START": true, "COMMIT": true, "END": true, "ROLLBACK": true, "ABORT": true,
+	"PREPARE": true, "EXECUTE": true, "DEALLOCATE": true,
+	"VACUUM": true, "ANALYZE": true, "CHECKPOINT": true, "PIVOT": true, "UNPIVOT": true,
+}
+
 // checkStatementStart refuses SQL that does not start like a read. DuckDB
 // rewrites some PRAGMAs into SELECTs before reporting a statement type, so
 // the statement type alone does not catch them.
@@ -189,6 +203,10 @@ func checkStatementStart(q string) error {
 		return &SQLError{Message: "only EXPLAIN of a SELECT statement is allowed"}
 	}
 	if !readStatements[w] {
+		if !otherStatements[w] {
+			// Not a statement DuckDB knows either: most likely a typo.
+			return &SQLError{Message: fmt.Sprintf("syntax error at or near %q: a query starts with SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN", w)}
+		}
 		return &SQLError{Message: fmt.Sprintf("only a single SELECT statement is allowed, not %s", w)}
 	}
 	return nil

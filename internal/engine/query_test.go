@@ -218,7 +218,7 @@ func TestQuerySandbox(t *testing.T) {
 		{"query function", "SELECT * FROM query('SELECT * FROM read_csv(''/etc/passwd'')')", "Permission Error"},
 		{"empty", " ; ", "empty query"},
 		{"comment only", "-- nothing", "empty query"},
-		{"syntax error", "SELEC 1", "not SELEC"},
+		{"syntax error", "SELEC 1", `syntax error at or near "SELEC"`},
 		{"parser error", "SELECT FROM WHERE", "Parser Error"},
 		{"binder error", "SELECT nope FROM m", "Binder Error"},
 		{"unknown table", "SELECT * FROM secret", "Catalog Error"},
@@ -431,5 +431,18 @@ func TestCheckStatementStart(t *testing.T) {
 		} else {
 			require.Error(t, err, q)
 		}
+	}
+	// A forbidden statement is named; a word that starts no statement is a
+	// typo, reported as a syntax error.
+	for q, want := range map[string]string{
+		"insert into m values (1)": "only a single SELECT statement is allowed, not INSERT",
+		"Attach 'x.db'":            "only a single SELECT statement is allowed, not ATTACH",
+		"SELEC 1":                  `syntax error at or near "SELEC": a query starts with SELECT`,
+		"sleect * from m":          `syntax error at or near "SLEECT"`,
+	} {
+		err := checkStatementStart(q)
+		var se *SQLError
+		require.ErrorAs(t, err, &se, q)
+		require.Contains(t, se.Message, want, q)
 	}
 }
