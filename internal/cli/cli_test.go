@@ -136,6 +136,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"jobs", "bogus", "x"}, `unknown command "bogus" for "timestore jobs"`},
 		{[]string{"holds", "bogus"}, `unknown command "bogus" for "timestore holds"`},
 		{[]string{"dataset", "list", "-o", "xml"}, `output format "xml"`},
+		{[]string{"ingest", "cpu"}, "accepts 2 arg(s), received 1\nusage: timestore ingest NAME FILE"},
 		{[]string{"dataset", "show", "cpu", "-o", "yaml"}, `output format "yaml"`},
 		{[]string{"serve", "--token", "secret"}, "--token is a client flag"},
 		{[]string{"migrate", "-o", "json"}, "--output is a client flag"},

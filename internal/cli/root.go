@@ -110,8 +110,18 @@ const serverCommand = "timestore/server-command"
 // strictGroups makes a command group (a command with subcommands and no
 // action of its own) print its help when called alone and refuse an unknown
 // subcommand as a usage error (exit 2); cobra would print the help and exit 0.
+// Commands with wrong arguments print their usage line with the error.
 func strictGroups(c *cobra.Command) {
 	if !c.HasSubCommands() {
+		// A command called with the wrong arguments shows how to call it.
+		if check := c.Args; check != nil {
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				if err := check(cmd, args); err != nil {
+					return usagef("%v\nusage: %s", err, cmd.UseLine())
+				}
+				return nil
+			}
+		}
 		return
 	}
 	if c.Run == nil && c.RunE == nil {
