@@ -43,11 +43,18 @@ func Migrations() fs.FS {
 // Migrate brings the catalog schema up to date. It is idempotent, and safe when
 // several processes run it at once: they take turns on an advisory lock.
 func (s *Store) Migrate(ctx context.Context) error {
+	_, _, err := s.MigrateUp(ctx)
+	return err
+}
+
+// MigrateUp is Migrate, reporting how many migrations it applied and the
+// schema version it left.
+func (s *Store) MigrateUp(ctx context.Context) (applied int, version int64, err error) {
 	// goose creates its version table inside our schema before it runs the
 	// first migration, so the schema must exist first. Two concurrent
 	// CREATE SCHEMA IF NOT EXISTS can still collide, hence the lock (the one
 	// goose takes below).
-	err := s.inTx(ctx, readCommitted, func(tx Tx) error {
+	err = s.inTx(ctx, readCommitted, func(tx Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockID); err != nil {
 			return err
 		}
@@ -59,7 +66,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("migrate catalog: create schema: %w", err)
+		return 0, 0, fmt.Errorf("migrate catalog: create schema: %w", err)
 	}
 
 	locker, err := lock.NewPostgresSessionLocker(
@@ -67,7 +74,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		lock.WithLockTimeout(migrateLockPollSeconds, migrateLockPolls),
 	)
 	if err != nil {
-		return fmt.Errorf("migrate catalog: %w", err)
+		return 0, 0, fmt.Errorf("migrate catalog: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(s.pool)
 	defer db.Close()
@@ -78,10 +85,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 		goose.WithSlog(slog.New(slog.NewTextHandler(io.Discard, nil))),
 	)
 	if err != nil {
-		return fmt.Errorf("migrate catalog: %w", err)
+		return 0, 0, fmt.Errorf("migrate catalog: %w", err)
 	}
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("migrate catalog: %w", err)
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("migrate catalog: %w", err)
 	}
-	return nil
+	if version, err = provider.GetDBVersion(ctx); err != nil {
+		return 0, 0, fmt.Errorf("migrate catalog: version: %w", err)
+	}
+	return len(results), version, nil
 }

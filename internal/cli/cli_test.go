@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/cli"
+	"timestore/internal/testutil/pgtest"
 	"timestore/internal/testutil/testserver"
 )
 
@@ -216,4 +217,21 @@ func TestCLIConfigShowsEffectiveSettings(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, out.String(), "max_workers: 2")
 	require.Contains(t, errb.String(), "database URL is required")
+}
+
+// migrate says what it applied, and is idempotent.
+func TestCLIMigrate(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewEmptyDatabaseURL(t)
+	migrate := func() run {
+		var out, errb bytes.Buffer
+		code := cli.Execute(context.Background(), []string{"migrate", "--config", "", "--database-url", url}, &out, &errb)
+		return run{code, out.String(), errb.String()}
+	}
+	r := migrate()
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `^applied [1-9][0-9]* catalog and [1-9][0-9]* job queue migrations; catalog schema version [1-9][0-9]*\n$`, r.stdout)
+	r = migrate()
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `^catalog is up to date \(schema version [1-9][0-9]*\)\n$`, r.stdout)
 }

@@ -87,8 +87,12 @@ func newServeCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := server.Migrate(ctx, cfg.DatabaseURL); err != nil {
+			m, err := server.Migrate(ctx, cfg.DatabaseURL)
+			if err != nil {
 				return fmt.Errorf("migrate: %w", err)
+			}
+			if m.Catalog+m.Jobs > 0 {
+				log.Info("migrated", "catalog_migrations", m.Catalog, "job_queue_migrations", m.Jobs, "catalog_version", m.CatalogVersion)
 			}
 			srv, err := server.New(ctx, cfg, log, server.Options{Registry: telemetry.NewRegistry()})
 			if err != nil {
@@ -120,10 +124,11 @@ func newMigrateCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			if err := server.Migrate(ctx, cfg.DatabaseURL); err != nil {
+			m, err := server.Migrate(ctx, cfg.DatabaseURL)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(g.stdout, "catalog is up to date")
+			fmt.Fprintln(g.stdout, m)
 			return nil
 		},
 	}

@@ -29,9 +29,15 @@ var migrateLockID = int64(crc32.ChecksumIEEE([]byte("timestore.jobs.migrate")))
 // waiting for it must not take the pool's connections from the one
 // migrating.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := MigrateUp(ctx, pool)
+	return err
+}
+
+// MigrateUp is Migrate, reporting how many migrations it applied.
+func MigrateUp(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return fmt.Errorf("migrate jobs: connect: %w", err)
+		return 0, fmt.Errorf("migrate jobs: connect: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -39,17 +45,18 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		_ = conn.Close(cctx) // ending the session releases the lock
 	}()
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockID); err != nil {
-		return fmt.Errorf("migrate jobs: lock: %w", err)
+		return 0, fmt.Errorf("migrate jobs: lock: %w", err)
 	}
 
 	migrator, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
-		return fmt.Errorf("migrate jobs: %w", err)
+		return 0, fmt.Errorf("migrate jobs: %w", err)
 	}
-	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return fmt.Errorf("migrate jobs: %w", err)
+	res, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	if err != nil {
+		return 0, fmt.Errorf("migrate jobs: %w", err)
 	}
-	return nil
+	return len(res.Versions), nil
 }

@@ -287,16 +287,33 @@ func (s *Server) Close() {
 }
 
 // Migrate applies the catalog migrations.
-func Migrate(ctx context.Context, databaseURL string) error {
+func Migrate(ctx context.Context, databaseURL string) (Migrated, error) {
+	var m Migrated
 	st, err := catalog.Open(ctx, databaseURL)
 	if err != nil {
-		return err
+		return m, err
 	}
 	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return err
+	if m.Catalog, m.CatalogVersion, err = st.MigrateUp(ctx); err != nil {
+		return m, err
 	}
-	return jobs.Migrate(ctx, st.Pool())
+	m.Jobs, err = jobs.MigrateUp(ctx, st.Pool())
+	return m, err
+}
+
+// Migrated tells what Migrate applied.
+type Migrated struct {
+	// Catalog and Jobs count the migrations applied to the catalog schema
+	// and to River's job tables; CatalogVersion is the catalog's version.
+	Catalog, Jobs  int
+	CatalogVersion int64
+}
+
+func (m Migrated) String() string {
+	if m.Catalog+m.Jobs == 0 {
+		return fmt.Sprintf("catalog is up to date (schema version %d)", m.CatalogVersion)
+	}
+	return fmt.Sprintf("applied %d catalog and %d job queue migrations; catalog schema version %d", m.Catalog, m.Jobs, m.CatalogVersion)
 }
 
 // Effective returns cfg with the defaults that the components apply to

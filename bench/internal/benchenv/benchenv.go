@@ -49,7 +49,7 @@ func Start(ctx context.Context, dir string, targets map[string]string) (*Env, er
 		return nil, err
 	}
 	dbURL := strings.Replace(admin, "/postgres?", "/"+name+"?", 1)
-	if err := server.Migrate(ctx, dbURL); err != nil {
+	if _, err := server.Migrate(ctx, dbURL); err != nil {
 		return nil, err
 	}
 	cfg := config.Default()

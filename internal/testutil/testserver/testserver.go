@@ -76,7 +76,8 @@ func Start(t testing.TB, o Options) *Bundle {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDatabaseURL(t)
-	require.NoError(t, server.Migrate(ctx, dbURL))
+	_, err := server.Migrate(ctx, dbURL)
+	require.NoError(t, err)
 	cfg := config.Default()
 	cfg.DatabaseURL = dbURL
 	cfg.DataDir = t.TempDir()
