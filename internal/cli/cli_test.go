@@ -154,6 +154,15 @@ func TestCLIUsageErrors(t *testing.T) {
 		require.Equal(t, 2, r.code, "%v: %s", tc.args, r.stderr)
 		require.Contains(t, r.stderr, tc.want, tc.args)
 	}
+	// Server commands do not offer the client flags they refuse.
+	for _, name := range []string{"serve", "migrate", "config"} {
+		var out, errb bytes.Buffer
+		require.Equal(t, 0, cli.Execute(context.Background(), []string{name, "--help"}, &out, &errb), errb.String())
+		require.Contains(t, out.String(), "--database-url", name)
+		require.NotContains(t, out.String(), "--token", name)
+	}
+	r0 := runCLI(t, nowhere, "dataset", "list", "--help")
+	require.Contains(t, r0.stdout, "--token")
 	// A group alone prints its help.
 	r := runCLI(t, nowhere, "dataset")
 	require.Equal(t, 0, r.code, r.stderr)

@@ -79,6 +79,11 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	)
 	for _, c := range root.Commands() {
 		strictGroups(c)
+		if c.Annotations[serverCommand] != "" {
+			// The client's flags (--server, --token, -o) are refused
+			// there; their help does not offer them.
+			c.SetUsageTemplate(strings.Replace(c.UsageTemplate(), globalFlagsSection, "", 1))
+		}
 	}
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		g.tokenFlagSet = cmd.Flags().Changed("token")
@@ -102,6 +107,13 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	return root
 }
+
+// globalFlagsSection is the part of cobra's usage template that lists the
+// inherited flags.
+const globalFlagsSection = `{{if .HasAvailableInheritedFlags}}
+
+Global Flags:
+{{.InheritedFlags.FlagUsages | trimTrailingWhitespaces}}{{end}}`
 
 // serverCommand annotates the commands that run the server side (serve,
 // migrate, config) rather than talk to a server.
