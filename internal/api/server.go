@@ -252,16 +252,40 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 	})
 }
 
+// adminCredential returns the token of a request to /admin: a bearer token
+// or, for browsers (which cannot send one), the password of HTTP Basic
+// authentication, whatever the user name.
+func adminCredential(r *http.Request) (string, bool) {
+	if tok, ok := bearer(r); ok {
+		return tok, true
+	}
+	if _, pw, ok := r.BasicAuth(); ok && pw != "" {
+		return pw, true
+	}
+	return "", false
+}
+
 // requireAdmin guards /admin: 401 without a valid token, 403 with the
 // data-plane token. Without a configured admin token (loopback only), open.
+// The token is a bearer token or, so that the jobs UI opens in a browser,
+// the password of HTTP Basic authentication: the UI's 401 asks the browser
+// for it.
 func (s *Server) requireAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		who := "api:admin"
 		if s.opts.AdminToken != "" {
-			tok, ok := bearer(r)
+			tok, ok := adminCredential(r)
+			challenge := func() {
+				if strings.HasPrefix(r.URL.Path, "/admin/ui") {
+					// A browser asks for the password again.
+					w.Header().Set("WWW-Authenticate", `Basic realm="timestore admin (password: the admin token)", charset="UTF-8"`)
+				} else {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="timestore-admin"`)
+				}
+			}
 			switch {
 			case !ok:
-				w.Header().Set("WWW-Authenticate", `Bearer realm="timestore-admin"`)
+				challenge()
 				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "the admin token is required"})
 				return
 			case tokenEqual(tok, s.opts.AdminToken):
@@ -269,7 +293,8 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 				s.writeError(w, r, &httpError{http.StatusForbidden, CodeForbidden, "the data-plane token does not grant admin access"})
 				return
 			default:
-				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid bearer token"})
+				challenge()
+				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid admin token"})
 				return
 			}
 		}

@@ -129,7 +129,8 @@ func TestSecurityTokenNearMisses(t *testing.T) {
 			"upper case":         bearerAuth(strings.ToUpper(tok)),
 			"extra space":        "Bearer  " + tok,
 			"no scheme":          tok,
-			"basic scheme":       "Basic " + base64.StdEncoding.EncodeToString([]byte(tok+":"+tok)),
+			"basic, wrong pass":  "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+flip(tok))),
+			"basic, token user":  "Basic " + base64.StdEncoding.EncodeToString([]byte(tok+":")),
 			"empty bearer":       "Bearer ",
 			"both tokens":        bearerAuth(dataTok + adminTok),
 			"base64 of token":    bearerAuth(base64.StdEncoding.EncodeToString([]byte(tok))),
@@ -176,6 +177,43 @@ func TestSecurityTokenNearMisses(t *testing.T) {
 	a = send(t, "GET", u+"/admin/v1/holds", bearerAuth(adminTok), "", nil)
 	require.Equal(t, 200, a.status, a.body)
 	require.NotContains(t, a.body, `"reason":"x"`, "a refused hold request added a hold")
+}
+
+// TestSecurityAdminBasicAuth: browsers cannot send a bearer token, so the
+// admin routes also take the admin token as the password of HTTP Basic
+// authentication, and the jobs UI's 401 asks the browser for it. The
+// data-plane routes take bearer tokens only.
+func TestSecurityAdminBasicAuth(t *testing.T) {
+	t.Parallel()
+	const dataTok, adminTok = "data-31c0e9a4b7f25d86", "admin-8a4f02d9c6e1b735"
+	b := testserver.Start(t, testserver.Options{NoWorkers: true, Configure: func(c *config.Config) {
+		c.Token, c.AdminToken, c.Listen = dataTok, adminTok, "0.0.0.0:8080"
+	}})
+	u := b.HTTP.URL
+	basic := func(user, pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
+
+	req, err := http.NewRequest("GET", u+"/admin/ui/", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 401, resp.StatusCode)
+	require.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm="), resp.Header.Get("WWW-Authenticate"))
+
+	for _, user := range []string{"admin", "", "alice"} {
+		require.Equal(t, 200, send(t, "GET", u+"/admin/ui/", basic(user, adminTok), "", nil).status, user)
+		require.Equal(t, 200, send(t, "GET", u+"/admin/v1/audit", basic(user, adminTok), "", nil).status, user)
+	}
+	a := send(t, "GET", u+"/admin/ui/", basic("admin", dataTok), "", nil)
+	require.Equal(t, 403, a.status, a.body)
+	a = send(t, "GET", u+"/admin/ui/", basic("admin", "guess"), "", nil)
+	require.Equal(t, 401, a.status, a.body)
+	require.NotContains(t, a.body, adminTok)
+	// The data plane: bearer only.
+	require.Equal(t, 401, send(t, "GET", u+"/v1/datasets", basic("admin", dataTok), "", nil).status)
+	require.Equal(t, 401, send(t, "GET", u+"/v1/datasets", basic("admin", adminTok), "", nil).status)
 }
 
 // TestSecurityTokensMustDiffer: a configuration whose data-plane token equals
