@@ -3,6 +3,7 @@
 
 TIMESTORE_CACHE=${TIMESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/timestore}
 VERSITYGW_VERSION=v1.8.0
+STATICCHECK_VERSION=v0.8.2
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 PG_HOST=127.0.0.1
 PG_PORT=${TIMESTORE_PG_PORT:-5432}
@@ -51,6 +52,21 @@ ensure_versitygw() {
 		GOBIN="$TIMESTORE_CACHE/bin" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 	fi
 	export TIMESTORE_VERSITYGW="$bin"
+}
+
+# ensure_staticcheck installs staticcheck (pinned) into the same cache.
+ensure_staticcheck() {
+	local bin="$TIMESTORE_CACHE/bin/staticcheck-$STATICCHECK_VERSION"
+	if [ ! -x "$bin" ]; then
+		log "installing staticcheck $STATICCHECK_VERSION into $TIMESTORE_CACHE/bin (once)"
+		mkdir -p "$TIMESTORE_CACHE/bin"
+		local tmp
+		tmp=$(mktemp -d)
+		GOBIN="$tmp" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+		mv "$tmp/staticcheck" "$bin"
+		rmdir "$tmp"
+	fi
+	STATICCHECK="$bin"
 }
 
 # ensure_test_tools installs the Debian packages the tests drive: promtool

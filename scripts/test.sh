@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 ensure_postgres
 ensure_versitygw
 ensure_test_tools
+ensure_staticcheck
 export TIMESTORE_TEST_DATABASE_URL=${TIMESTORE_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable}
 
 log "go vet"
 go vet ./...
+log "staticcheck"
+"$STATICCHECK" ./...
 log "go test"
 go test -count=1 -timeout 30m "$@" ./...
 

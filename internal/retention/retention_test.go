@@ -125,6 +125,9 @@ func TestDryRunChangesNothing(t *testing.T) {
 			require.Positive(t, s.Rows)
 			require.Positive(t, s.Bytes)
 		}
+		require.Equal(t, v, b.version(t))
+		require.Equal(t, objs, b.objects(t))
+		require.Equal(t, audits, b.auditCount(t))
 
 		// The sweep's dry run too, with removed partitions waiting.
 		b.apply(t, "test")

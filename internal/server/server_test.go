@@ -170,7 +170,6 @@ func TestRoundTrip(t *testing.T) {
 			t.Parallel()
 			b := setup(t, setupOpts{s3: target == "remote"})
 			ctx := context.Background()
-			var all []row
 			start := time.Date(2024, 5, 1, 22, 0, 0, 0, time.UTC)
 			for i, format := range []string{"csv", "ndjson", "json"} {
 				name := "cpu_" + format
@@ -182,7 +181,6 @@ func TestRoundTrip(t *testing.T) {
 				require.EqualValues(t, len(rows), res.RowsWritten)
 				require.EqualValues(t, 1, res.ManifestVersion)
 				requireAggregates(t, expected(rows), b.aggregates(t, name, "", ""))
-				all = append(all, rows...)
 
 				// Time pruning: [from, to) picks exactly the rows in range.
 				from, to := start.Add(24*time.Hour), start.Add(30*time.Hour)

@@ -148,13 +148,16 @@ func newRecorder(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExp
 	return tp, exp
 }
 
+// whoKey is the context key of apiLikeHandler's auth middleware.
+type whoKey struct{}
+
 // apiLikeHandler mimics internal/api: a ServeMux whose handlers run behind a
 // middleware that replaces the request (auth), a nested admin ServeMux under
 // "/admin/" and a catch-all 404.
 func apiLikeHandler() http.Handler {
 	auth := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), struct{}{}, "who")))
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, "who")))
 		})
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
