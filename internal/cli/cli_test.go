@@ -96,6 +96,12 @@ func TestCLIWorkflow(t *testing.T) {
 	r = runCLI(t, url, "dataset", "list", "-o", "csv")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "cpu,ts,day,local,1")
+	// JSON lists have the shape of the HTTP answer, as every list command's.
+	r = runCLI(t, url, "dataset", "list", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var list struct{ Datasets []struct{ Name string } }
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
+	require.Len(t, list.Datasets, 2)
 
 	// Exit codes: 2 for the caller's mistakes, 1 when the server is unreachable.
 	bad := filepath.Join(dir, "bad.csv")

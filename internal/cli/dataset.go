@@ -117,7 +117,10 @@ func newDatasetListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := table{header: []string{"name", "time_column", "partition", "target", "manifest_version"}, raw: ds}
+			if ds == nil {
+				ds = []client.Dataset{}
+			}
+			t := table{header: []string{"name", "time_column", "partition", "target", "manifest_version"}, raw: map[string]any{"datasets": ds}}
 			for _, d := range ds {
 				t.rows = append(t.rows, []string{d.Name, d.TimeColumn, d.Partition, d.Target, strconv.FormatInt(d.ManifestVersion, 10)})
 			}
