@@ -49,7 +49,7 @@ const (
 type Store interface {
 	Snapshot(ctx context.Context, name string, from, to *time.Time) (catalog.Snapshot, error)
 	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
-	ObjectReferenced(ctx context.Context, target, key string) (bool, error)
+	DiscardUploads(ctx context.Context, datasetID int64, dataset, actor, reason string, uploads []catalog.Upload) ([]catalog.Upload, error)
 }
 
 var _ Store = (*catalog.Store)(nil)
@@ -487,19 +487,19 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 	size, sum, err := target.PutFile(ctx, pf.Key, out)
 	if err != nil {
 		// The upload may have landed: do not leave it behind.
-		c.deleteUploaded(ctx, target, pf.Key, true, log)
+		c.deleteUploaded(ctx, ds, target, pf.Key, 0, ro.Actor, "compaction output whose upload failed", log)
 		return Merged{}, fmt.Errorf("upload %s: %w", pf.Key, err)
 	}
 	pf.SizeBytes, pf.Checksum = size, sum
 	lap(&tm.Upload)
 
 	if err := faultpoint.Hit(ctx, faultpoint.CompactionAfterUpload); err != nil {
-		c.deleteUploaded(ctx, target, pf.Key, true, log)
+		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
 		return Merged{}, err
 	}
 	if c.opts.BeforeCommit != nil {
 		if err := c.opts.BeforeCommit(ctx, g); err != nil {
-			c.deleteUploaded(ctx, target, pf.Key, true, log)
+			c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
 			return Merged{}, err
 		}
 		phase = time.Now()
@@ -544,7 +544,7 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 		},
 	})
 	if err != nil {
-		c.deleteUploaded(ctx, target, pf.Key, commitFailedForCertain(err), log)
+		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction whose manifest change did not take its output", log)
 		return Merged{}, err
 	}
 	if len(cr.Added) != 1 {
@@ -600,28 +600,26 @@ func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error
 	return paths, releaseAll, nil
 }
 
-// commitFailedForCertain reports whether a Commit error means that nothing
-// was committed. Errors of the catalog's own checks do; an error of the
-// connection or the context may have hit after the transaction committed.
-func commitFailedForCertain(err error) bool {
-	return errors.Is(err, catalog.ErrConflict) || errors.Is(err, catalog.ErrInvalid) || errors.Is(err, catalog.ErrNotFound)
-}
-
 // deleteUploaded removes an uploaded output that the manifest does not
-// reference. When certain is false the catalog is asked first; if it cannot
+// reference, with an audit record. The catalog first waits out the merge's
+// commit if it is still in flight (a commit that failed with a lost
+// connection or a timeout may still have committed) and keeps the object
+// if the commit took it (catalog.DiscardUploads); if the catalog cannot
 // tell, the object is left for reconcile: an orphan is harmless, a deleted
 // referenced object is lost data. Detached from ctx, so a cancelled job
 // still cleans up.
-func (c *Compactor) deleteUploaded(ctx context.Context, target *storage.Target, key string, certain bool, log *slog.Logger) {
+func (c *Compactor) deleteUploaded(ctx context.Context, ds catalog.Dataset, target *storage.Target, key string, size int64, actor, reason string, log *slog.Logger) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CommitTimeout)
 	defer cancel()
-	if !certain {
-		referenced, err := c.opts.Store.ObjectReferenced(dctx, target.Name, key)
-		if err != nil || referenced {
-			log.WarnContext(ctx, "left uploaded compaction output in place: its commit may have succeeded; reconcile reclaims it if not",
-				"target", target.Name, "key", key, "referenced", referenced, "error", err)
-			return
-		}
+	discard, err := c.opts.Store.DiscardUploads(dctx, ds.ID, ds.Name, actor, reason, []catalog.Upload{{Target: target.Name, Key: key, Bytes: size}})
+	switch {
+	case err != nil:
+		log.WarnContext(ctx, "left uploaded compaction output in place: its commit may have succeeded; reconcile reclaims it if not",
+			"target", target.Name, "key", key, "error", err)
+		return
+	case len(discard) == 0:
+		log.WarnContext(ctx, "the commit reported as failed did commit: its output is kept", "target", target.Name, "key", key)
+		return
 	}
 	if err := target.Delete(dctx, key); err != nil && !errors.Is(err, storage.ErrNotExist) {
 		log.WarnContext(ctx, "could not delete unreferenced compaction output; reconcile will reclaim it",

@@ -26,6 +26,7 @@ import (
 	"timestore/internal/query"
 	"timestore/internal/storage"
 	"timestore/internal/testutil/enginetest"
+	"timestore/internal/testutil/pgtest"
 	"timestore/internal/testutil/stacktest"
 )
 
@@ -830,4 +831,38 @@ func TestSummaryListsAtMostSummaryMergesMax(t *testing.T) {
 	require.Len(t, s["merged"], SummaryMergesMax)
 	require.Equal(t, 7, s["merged_not_listed"])
 	require.Equal(t, SummaryMergesMax+7, s["merges"])
+}
+
+// TestCommitOutcomeUnknownKeepsOutput: the merge's commit runs past the
+// compactor's time limit while the server is still committing it, so the
+// compactor cannot learn its outcome. It must not delete the output (it
+// waits out the commit, or leaves the output for reconcile); the commit then
+// lands, and every partition has its object and every row reads.
+func TestCommitOutcomeUnknownKeepsOutput(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	b.setPolicy(t, policy.Compaction{TargetFileBytes: 1 << 30, MinInputFiles: 2})
+	for range 4 {
+		b.ingestRows(t, at(0, 0), at(1, 0), 50)
+	}
+	pgtest.SlowCommits(t, b.store.Pool(), 1500*time.Millisecond)
+	c, _ := b.compactor(t, func(o *Options) { o.CommitTimeout = 300 * time.Millisecond })
+	_, err := c.RunJob(b.ctx, b.ds.Name, 4, 1, "", nil)
+	require.Error(t, err)
+
+	// The server's commit lands: the four inputs become one partition.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(b.live(t)) != 1 {
+		require.True(t, time.Now().Before(deadline), "the merge's commit did not land: %d live partitions", len(b.live(t)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	parts, err := b.store.Partitions(b.ctx, b.ds.Name, catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	objects := b.objects(t)
+	for _, p := range parts {
+		require.Contains(t, objects, p.Key, "partition %d (level %d) references a deleted object", p.ID, p.Level)
+	}
+	rows, err := b.queryRows(b.ctx, aggregateSQL, nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, b.modelAggregates(), rows[0])
 }

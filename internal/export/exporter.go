@@ -93,7 +93,12 @@ type Store interface {
 	VerifyExport(ctx context.Context, id int64, res catalog.ExportResult) (catalog.Export, error)
 	VerifiedExportCoverage(ctx context.Context, datasetID int64) ([]catalog.ExportCoverage, error)
 	LockExports(ctx context.Context, datasetID int64) (unlock func(), ok bool, err error)
+	AppendAudit(ctx context.Context, e catalog.AuditEntry) error
 }
+
+// ActionDeleteLeftover is the audit action of deleting a file that a failed
+// export attempt left under a window's prefix.
+const ActionDeleteLeftover = "export.delete_leftover"
 
 var _ Store = (*catalog.Store)(nil)
 
@@ -455,6 +460,7 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 // await publishing.
 type staged struct {
 	dataset string
+	actor   string // the run's, for the audit log
 	dir     string // the local work directory
 	w       DueWindow
 	x0      catalog.Export // the attempt, writing
@@ -479,7 +485,7 @@ func (st *staged) close() {
 // It returns nil, nil when, under the snapshot, the window has nothing to
 // export. On error the attempt is recorded failed.
 func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings, target *storage.Target, w DueWindow, ro RunOptions, log *slog.Logger) (_ *staged, err error) {
-	st := &staged{dataset: ds.Name, w: w, start: time.Now(), log: log.With("dataset", ds.Name, "window", w.Label, "target", set.Target)}
+	st := &staged{dataset: ds.Name, actor: ro.Actor, w: w, start: time.Now(), log: log.With("dataset", ds.Name, "window", w.Label, "target", set.Target)}
 	defer func() {
 		if err != nil {
 			st.close()
@@ -676,7 +682,7 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	if err := x.verify(ctx, target, added, carried, x0.ManifestKey, msize, msum); err != nil {
 		return WindowResult{}, err
 	}
-	if err := x.deleteLeftovers(ctx, target, ds.Name, x0.Window, x0.WindowStart, files, x0.ManifestKey, st.log); err != nil {
+	if err := x.deleteLeftovers(ctx, target, ds.Name, st.actor, x0, files, st.log); err != nil {
 		return WindowResult{}, err
 	}
 
@@ -829,28 +835,40 @@ func (x *Exporter) verify(ctx context.Context, target *storage.Target, added, ca
 
 // deleteLeftovers deletes the objects under a window's prefix that the
 // version does not list: data files of failed attempts, which were never
-// part of a verified version. Readers that list the prefix would otherwise
-// see their rows twice.
-func (x *Exporter) deleteLeftovers(ctx context.Context, target *storage.Target, dataset, window string, start time.Time,
-	files []catalog.ExportFile, manifestKey string, log *slog.Logger) error {
-	keep := map[string]bool{manifestKey: true}
+// part of a verified version (a version carries every file of the one
+// before). Readers that list the prefix would otherwise see their rows
+// twice. Each deletion is audited first: a crash in between leaves an
+// audited file that the next attempt deletes.
+func (x *Exporter) deleteLeftovers(ctx context.Context, target *storage.Target, dataset, actor string, x0 catalog.Export,
+	files []catalog.ExportFile, log *slog.Logger) error {
+	keep := map[string]bool{x0.ManifestKey: true}
 	for _, f := range files {
 		keep[f.Key] = true
 	}
-	var stale []string
-	if err := target.List(ctx, WindowPrefix(dataset, window, start), func(o storage.ObjectInfo) error {
+	var stale []storage.ObjectInfo
+	if err := target.List(ctx, WindowPrefix(dataset, x0.Window, x0.WindowStart), func(o storage.ObjectInfo) error {
 		if !keep[o.Key] {
-			stale = append(stale, o.Key)
+			stale = append(stale, o)
 		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("list the window's objects: %w", err)
 	}
-	for _, key := range stale {
-		if err := target.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotExist) {
+	for _, o := range stale {
+		if err := x.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
+			Actor:   actor,
+			Action:  ActionDeleteLeftover,
+			Dataset: dataset,
+			Bytes:   o.Size,
+			Reason:  fmt.Sprintf("left under window %s by a failed attempt; version %d does not list it", x0.WindowLabel, x0.Version),
+			Details: map[string]any{"target": target.Name, "key": o.Key, "export_id": x0.ID},
+		}); err != nil {
+			return fmt.Errorf("audit the deletion of a leftover of a failed attempt: %w", err)
+		}
+		if err := target.Delete(ctx, o.Key); err != nil && !errors.Is(err, storage.ErrNotExist) {
 			return fmt.Errorf("delete a leftover of a failed attempt: %w", err)
 		}
-		log.InfoContext(ctx, "deleted a leftover of a failed export attempt", "key", key)
+		log.InfoContext(ctx, "deleted a leftover of a failed export attempt", "key", o.Key)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package export_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -315,6 +316,13 @@ func TestUploadFailure(t *testing.T) {
 		m := requireWindowMatches(t, b, 0, 1)
 		require.NotContains(t, b.objects(t), stray, "leftovers of failed attempts are deleted")
 		require.Len(t, b.objects(t), len(m.Files)+1)
+		var deleted []string
+		for _, e := range b.audit(t, export.ActionDeleteLeftover) {
+			require.Equal(t, "test", e.Actor)
+			require.Equal(t, "cpu", e.Dataset)
+			deleted = append(deleted, fmt.Sprint(e.Details["key"]))
+		}
+		require.Contains(t, deleted, stray, "each deleted leftover is audited")
 
 		// A failure while writing version 2 leaves version 1 current and intact.
 		v1 := b.exportSums(t, m)

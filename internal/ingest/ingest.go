@@ -68,7 +68,13 @@ type Options struct {
 	// AfterUpload, when set, runs after every file is uploaded and before the
 	// commit; an error aborts the ingest there. A fault-injection point for tests.
 	AfterUpload func(ctx context.Context, files []catalog.PartitionFile) error
+	// CommitTimeout bounds the manifest commit, which is not cancelled with
+	// the request (see Ingest). Defaults to CommitTimeoutDefault.
+	CommitTimeout time.Duration
 }
+
+// CommitTimeoutDefault is the default Options.CommitTimeout.
+const CommitTimeoutDefault = 30 * time.Second
 
 // Service ingests rows.
 type Service struct {
@@ -87,6 +93,9 @@ type metrics struct {
 func New(opts Options) *Service {
 	if opts.UploadConcurrency <= 0 {
 		opts.UploadConcurrency = UploadConcurrencyDefault
+	}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = CommitTimeoutDefault
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -187,7 +196,11 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 	}
 	var cr catalog.CommitResult
 	if err == nil {
-		cr, err = s.opts.Store.Commit(ctx, catalog.Change{
+		// Once the files are uploaded the commit runs to its end even if
+		// the client goes away: a commit cut short leaves its outcome
+		// unknown, and finishing it is cheap.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.CommitTimeout)
+		cr, err = s.opts.Store.Commit(cctx, catalog.Change{
 			Dataset:        ds.Name,
 			Operation:      catalog.OpIngest,
 			Actor:          req.Actor,
@@ -196,11 +209,17 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 			RequestHash:    hash,
 			Summary:        map[string]any{"format": string(req.Format), "body_bytes": size},
 		})
+		cancel()
 	}
 	if err != nil || cr.Replayed {
-		// Not referenced: remove what we uploaded. Detached, so a cancelled
-		// request still cleans up; reconcile reclaims whatever this misses.
-		s.deleteUnreferenced(target, files)
+		// Remove what we uploaded unless the manifest references it: a
+		// failed commit may still have committed (its outcome unknown) and
+		// a replay references the first request's files, not ours.
+		reason := "ingest failed before its manifest change took the object"
+		if cr.Replayed {
+			reason = "idempotent replay: the first request's objects are the ones referenced"
+		}
+		s.discard(ctx, ds, target, files, req.Actor, reason)
 	}
 	if err != nil {
 		return Result{}, err
@@ -353,13 +372,37 @@ func (s *Service) upload(ctx context.Context, ds catalog.Dataset, target *storag
 	return files, nil
 }
 
-func (s *Service) deleteUnreferenced(target *storage.Target, files []catalog.PartitionFile) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// discard deletes the objects uploaded for a manifest change that did not
+// take them: the catalog first waits out a commit still in flight, keeps
+// what it references and audits the rest (catalog.DiscardUploads). If the
+// catalog cannot tell, nothing is deleted; reconcile reclaims orphans.
+// Detached from ctx, so a cancelled request still cleans up.
+func (s *Service) discard(ctx context.Context, ds catalog.Dataset, target *storage.Target, files []catalog.PartitionFile, actor, reason string) {
+	if len(files) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.CommitTimeout)
 	defer cancel()
-	for _, f := range files {
-		if err := target.Delete(ctx, f.Key); err != nil && !errors.Is(err, storage.ErrNotExist) {
-			s.opts.Logger.Warn("could not delete unreferenced object; reconcile will reclaim it",
-				"target", target.Name, "key", f.Key, "error", err)
+	uploads := make([]catalog.Upload, len(files))
+	for i, f := range files {
+		uploads[i] = catalog.Upload{Target: target.Name, Key: f.Key, Bytes: f.SizeBytes}
+	}
+	if actor == "" {
+		actor = "ingest"
+	}
+	discard, err := s.opts.Store.DiscardUploads(dctx, ds.ID, ds.Name, actor, reason, uploads)
+	if err != nil {
+		s.opts.Logger.WarnContext(ctx, "left uploaded objects in place: the catalog could not tell whether the manifest references them; reconcile reclaims them if not",
+			"dataset", ds.Name, "objects", len(uploads), "error", err)
+		return
+	}
+	if kept := len(uploads) - len(discard); kept > 0 {
+		s.opts.Logger.WarnContext(ctx, "the commit reported as failed did commit: its objects are kept", "dataset", ds.Name, "objects", kept)
+	}
+	for _, u := range discard {
+		if err := target.Delete(dctx, u.Key); err != nil && !errors.Is(err, storage.ErrNotExist) {
+			s.opts.Logger.WarnContext(ctx, "could not delete unreferenced object; reconcile will reclaim it",
+				"target", target.Name, "key", u.Key, "error", err)
 		}
 	}
 }
