@@ -128,12 +128,25 @@ func (s *Store) UpdatePolicy(ctx context.Context, name string, p policy.Policy, 
 // marked removed in a new manifest version (operation OpDelete), the dataset
 // is marked deleted, and a "dataset.delete" audit row lists the partitions and
 // their bytes. The objects stay until the sweeper deletes them; the name can
-// be reused at once. Unknown names return ErrNotFound.
+// be reused at once. Unknown names return ErrNotFound. A dataset with an
+// active retention hold is not deleted (ErrConflict): its partitions would
+// be swept, held or not, and a deleted dataset's partitions cannot be
+// restored; release the holds first.
 func (s *Store) DeleteDataset(ctx context.Context, name, actor string) error {
 	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
 		d, err := lockDataset(ctx, tx, name)
 		if err != nil {
 			return err
+		}
+		// Holds are added under the same row lock: none can appear now.
+		var held []int64
+		if err := tx.QueryRow(ctx, `
+			SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM timestore.retention_holds
+			WHERE dataset_id = $1 AND released_at IS NULL`, d.ID).Scan(&held); err != nil {
+			return err
+		}
+		if len(held) > 0 {
+			return fmt.Errorf("%w: the dataset has active retention holds %v; release them first (timestore holds release ID)", ErrConflict, held)
 		}
 		version := d.ManifestVersion + 1
 		var ids []int64

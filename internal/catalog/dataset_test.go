@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -154,4 +155,27 @@ func TestDeleteDataset(t *testing.T) {
 	parts, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
 	require.NoError(t, err)
 	require.Empty(t, parts)
+}
+
+// A dataset under an active retention hold is not deleted: the sweep would
+// destroy the held data and a deleted dataset cannot be restored.
+func TestDeleteDatasetRefusedUnderHold(t *testing.T) {
+	b := setup(t)
+	b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100)}})
+	h, err := b.store.AddHold(b.ctx, "metrics", day(0), day(1), "legal", "alice")
+	require.NoError(t, err)
+	version, audits := b.version(t), b.auditCount(t)
+
+	err = b.store.DeleteDataset(b.ctx, "metrics", "bob")
+	require.ErrorIs(t, err, catalog.ErrConflict)
+	require.Contains(t, err.Error(), fmt.Sprintf("active retention holds [%d]", h.ID))
+	require.Equal(t, version, b.version(t), "nothing changed")
+	require.Equal(t, audits, b.auditCount(t))
+	totals, err := b.store.DatasetTotals(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, 10, totals.Rows)
+
+	_, err = b.store.ReleaseHold(b.ctx, h.ID, "alice")
+	require.NoError(t, err)
+	require.NoError(t, b.store.DeleteDataset(b.ctx, "metrics", "bob"))
 }
