@@ -186,6 +186,17 @@ func (s *Store) DeleteDataset(ctx context.Context, name, actor string) error {
 	return nil
 }
 
+// DatasetTx reads the dataset with id inside tx: in a manifest change's
+// InTx, which runs under the dataset's row lock, it is the dataset as the
+// change commits against (its policy included).
+func DatasetTx(ctx context.Context, tx Tx, id int64) (Dataset, error) {
+	d, err := scanDataset(tx.QueryRow(ctx, `SELECT `+datasetColumns+` FROM timestore.datasets WHERE id = $1`, id))
+	if err != nil {
+		return Dataset{}, fmt.Errorf("read dataset %d: %w", id, notFound(err))
+	}
+	return d, nil
+}
+
 // lockDataset reads the live dataset of that name and locks its row until the
 // transaction ends; every change of the dataset's manifest takes this lock
 // first, which serializes them. FOR NO KEY UPDATE rather than FOR UPDATE: it

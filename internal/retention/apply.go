@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"timestore/internal/faultpoint"
@@ -188,6 +189,15 @@ func (s *Service) commitPlan(ctx context.Context, plan Plan, datasetID int64, ro
 		InTx: func(ctx context.Context, tx catalog.Tx, version int64, _ []catalog.Partition) error {
 			if err := catalog.RequireNotHeld(ctx, tx, datasetID, ids); err != nil {
 				return err
+			}
+			// The policy may have changed since the plan (a policy change
+			// takes the same row lock): the plan must not outlive it.
+			d, err := catalog.DatasetTx(ctx, tx, datasetID)
+			if err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(d.Policy.Retention, plan.Policy) {
+				return fmt.Errorf("%w: the retention policy changed after the plan", catalog.ErrConflict)
 			}
 			entries := make([]catalog.AuditEntry, len(plan.Selected))
 			for i, p := range plan.Selected {

@@ -502,3 +502,31 @@ func TestRemovalDuringSweepIsSwept(t *testing.T) {
 	}
 	require.Equal(t, b.want(3, 4), b.ns(t))
 }
+
+// A policy change committed between retention's plan and its commit wins:
+// the commit sees it under the dataset's row lock and the run plans again
+// under the new policy (here, which removes nothing).
+func TestPolicyChangeBetweenPlanAndCommit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false, time.Hour)
+	b.ingestDays(t, 5, 10)
+	var once sync.Once
+	b.clock.hook(func() {
+		once.Do(func() {
+			// An operator lengthens max_age while the job plans.
+			_, err := b.store.UpdatePolicy(b.ctx, b.ds.Name, policy.Policy{Retention: &policy.Retention{
+				MaxAge: policy.Duration(100 * 365 * 24 * time.Hour)}}, "operator")
+			require.NoError(t, err)
+		})
+	})
+	b.clock.Set(evalTime)
+	version := b.version(t)
+	res, err := b.svc.Apply(b.ctx, b.ds.Name, retention.RunOptions{Actor: "job"})
+	require.NoError(t, err)
+	require.True(t, res.Replanned, "the first plan conflicted with the policy change")
+	require.Zero(t, res.Removed.Partitions, "removed under a policy no longer in force")
+	require.Equal(t, version, b.version(t), "no manifest change")
+	live, err := b.store.Partitions(b.ctx, b.ds.Name, catalog.StateLive)
+	require.NoError(t, err)
+	require.Len(t, live, 5)
+}
