@@ -23,7 +23,7 @@ func (s *Store) AcquireLease(ctx context.Context, datasetID, version int64, hold
 	var id int64
 	err := s.pool.QueryRow(ctx, `
 		INSERT INTO timestore.query_leases (dataset_id, manifest_version, holder, expires_at)
-		SELECT id, $2::bigint, $3, now() + $4 * interval '1 microsecond'
+		SELECT id, $2::bigint, $3, clock_timestamp() + $4 * interval '1 microsecond'
 		FROM timestore.datasets
 		WHERE id = $1 AND $2 BETWEEN 0 AND manifest_version
 		RETURNING id`,
@@ -41,8 +41,8 @@ func (s *Store) RenewLease(ctx context.Context, id int64, ttl time.Duration) err
 		return fmt.Errorf("renew lease %d: %w", id, invalid(fmt.Errorf("ttl must be positive, not %s", ttl)))
 	}
 	tag, err := s.pool.Exec(ctx, `
-		UPDATE timestore.query_leases SET expires_at = now() + $2 * interval '1 microsecond'
-		WHERE id = $1 AND expires_at > now()`, id, ttl.Microseconds())
+		UPDATE timestore.query_leases SET expires_at = clock_timestamp() + $2 * interval '1 microsecond'
+		WHERE id = $1 AND expires_at > clock_timestamp()`, id, ttl.Microseconds())
 	if err == nil && tag.RowsAffected() == 0 {
 		err = fmt.Errorf("%w (expired or released)", ErrNotFound)
 	}

@@ -53,7 +53,7 @@ func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.
 		}
 		return tx.QueryRow(ctx, `
 			INSERT INTO timestore.query_leases (dataset_id, manifest_version, holder, expires_at)
-			VALUES ($1, $2, $3, now() + $4 * interval '1 microsecond')
+			VALUES ($1, $2, $3, clock_timestamp() + $4 * interval '1 microsecond')
 			RETURNING id`, snap.Dataset.ID, snap.Version, holder, ttl.Microseconds()).Scan(&lease)
 	})
 	if err != nil {
