@@ -61,18 +61,23 @@ func TestHoldsAddListRelease(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []catalog.Hold{rel}, mine)
 
-	// Holds of a deleted dataset are not listed.
+	// A held dataset cannot be deleted; once released, it can, and the
+	// holds of a deleted dataset are not listed.
+	require.ErrorIs(t, b.store.DeleteDataset(b.ctx, other.Name, "test"), catalog.ErrConflict)
+	rel2, err := b.store.ReleaseHold(b.ctx, h2.ID, "carol")
+	require.NoError(t, err)
 	require.NoError(t, b.store.DeleteDataset(b.ctx, other.Name, "test"))
 	all, err = b.store.Holds(b.ctx, "", true)
 	require.NoError(t, err)
 	require.Equal(t, []catalog.Hold{rel}, all)
+	require.False(t, rel2.Active())
 
 	adds, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: catalog.ActionHoldAdd})
 	require.NoError(t, err)
 	require.Len(t, adds, 2)
 	rels, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: catalog.ActionHoldRelease})
 	require.NoError(t, err)
-	require.Len(t, rels, 1)
+	require.Len(t, rels, 2)
 	require.Equal(t, "carol", rels[0].Actor)
 }
 
