@@ -24,7 +24,6 @@ var testEngine *engine.Engine
 
 func TestMain(m *testing.M) { os.Exit(enginetest.Main(m, &testEngine)) }
 
-var day0 = time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
 
 func newStack(t *testing.T) *stacktest.Stack {
 	return stacktest.New(t, testEngine, false, catalog.Dataset{
