@@ -206,6 +206,13 @@ func TestSecurityAdminBasicAuth(t *testing.T) {
 		require.Equal(t, 200, send(t, "GET", u+"/admin/ui/", basic(user, adminTok), "", nil).status, user)
 		require.Equal(t, 200, send(t, "GET", u+"/admin/v1/audit", basic(user, adminTok), "", nil).status, user)
 	}
+	// The UI's own API calls, which the browser repeats with the password
+	// it was given for the realm.
+	a0 := send(t, "GET", u+"/admin/ui/api/jobs?state=completed&limit=20", "", "", nil)
+	require.Equal(t, 401, a0.status)
+	a0 = send(t, "GET", u+"/admin/ui/api/jobs?state=completed&limit=20", basic("admin", adminTok), "", nil)
+	require.Equal(t, 200, a0.status, a0.body)
+	require.Contains(t, a0.body, `"data"`)
 	a := send(t, "GET", u+"/admin/ui/", basic("admin", dataTok), "", nil)
 	require.Equal(t, 403, a.status, a.body)
 	a = send(t, "GET", u+"/admin/ui/", basic("admin", "guess"), "", nil)
