@@ -24,7 +24,6 @@ var testEngine *engine.Engine
 
 func TestMain(m *testing.M) { os.Exit(enginetest.Main(m, &testEngine)) }
 
-
 func newStack(t *testing.T) *stacktest.Stack {
 	return stacktest.New(t, testEngine, false, catalog.Dataset{
 		Name:       "cpu",

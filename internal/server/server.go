@@ -133,6 +133,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Logger: log, Registerer: reg, Timeout: cfg.QueryTimeout,
 	})
 
+	// Lifecycle decisions (what is old enough to remove, export or sweep)
+	// follow the catalog database's clock, which every process shares.
+	clock := s.Store.Clock()
+	if off := offsetAtStart(clock); off > time.Second || off < -time.Second {
+		log.Warn("this host's clock is off from the catalog database's; the lifecycle jobs follow the database's clock", "offset", off)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "timestore_clock_offset_seconds",
+		Help: "How far the catalog database's clock is ahead of this process's (negative: behind).",
+	}, func() float64 { return clock.Offset().Seconds() }))
+
 	recon, err := reconcile.New(reconcile.Options{Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg,
 		SafetyAge: cfg.Jobs.ReconcileSafetyAge})
 	if err != nil {
@@ -145,13 +156,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	}
 	exp, err := export.New(export.Options{
 		Store: s.Store, Targets: s.Targets, Cache: s.Cache, Engine: s.Engine,
-		TempDir: tmpDir, Logger: log.With("component", "export"), Registerer: reg,
+		TempDir: tmpDir, Logger: log.With("component", "export"), Registerer: reg, Now: clock.Now,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if s.Retention, err = retention.New(retention.Options{
-		Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg, EnqueueSweep: enqueueSweep,
+		Store: s.Store, Targets: s.Targets, Logger: log, Registerer: reg, EnqueueSweep: enqueueSweep, Now: clock.Now,
 		ExportCovered: exp.Covered,
 	}); err != nil {
 		return nil, err
@@ -350,4 +361,10 @@ func Effective(cfg config.Config) config.Config {
 		cfg.DuckDBThreads = runtime.NumCPU()
 	}
 	return cfg
+}
+
+// offsetAtStart measures the clock's offset once.
+func offsetAtStart(c *catalog.Clock) time.Duration {
+	c.Now()
+	return c.Offset()
 }
