@@ -311,6 +311,15 @@ func (r *Rows) start(ctx, parent context.Context, req QueryRequest) error {
 		}
 		return err
 	}
+	// Before Prepare, which binds the statement: some table functions act
+	// when they are bound.
+	if err := checkReferences(ctx, r.conn, req.SQL); err != nil {
+		var se *SQLError
+		if errors.As(err, &se) {
+			return err
+		}
+		return mapErr(err)
+	}
 	ds, err := r.conn.Prepare(req.SQL)
 	if err != nil {
 		var de *duckdb.Error
@@ -339,6 +348,7 @@ func (r *Rows) start(ctx, parent context.Context, req QueryRequest) error {
 	if r.stmt.NumInput() > 0 {
 		return &SQLError{Message: "query parameters ($1, ?) are not supported"}
 	}
+
 	rows, err := r.stmt.QueryContext(ctx, nil)
 	if err != nil {
 		return mapErr(err)

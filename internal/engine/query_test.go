@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -184,12 +185,12 @@ func TestQuerySandbox(t *testing.T) {
 		sql  string
 		msg  string
 	}{
-		{"read_csv", "SELECT * FROM read_csv('/etc/passwd')", "Permission Error"},
-		{"read_text", "SELECT * FROM read_text('/etc/passwd')", "Permission Error"},
+		{"read_csv", "SELECT * FROM read_csv('/etc/passwd')", "table function read_csv is not allowed"},
+		{"read_text", "SELECT * FROM read_text('/etc/passwd')", "table function read_text is not allowed"},
 		{"replacement scan", "SELECT * FROM '/etc/passwd'", ""},
 		{"other dataset file", "SELECT * FROM read_parquet(" + quoteString(f.otherFile) + ")", "Permission Error"},
 		{"other file through glob", "SELECT * FROM read_parquet(" + quoteString(filepath.Join(f.dir, "*", "*.parquet")) + ")", ""},
-		{"glob", "SELECT * FROM glob('/*')", "Permission Error"},
+		{"glob", "SELECT * FROM glob('/*')", "table function glob is not allowed"},
 		{"attach", "ATTACH 'x.db'", "not ATTACH"},
 		{"attach memory", "ATTACH ':memory:' AS x", "not ATTACH"},
 		{"copy", "COPY (SELECT 1) TO " + quoteString(outside), "not COPY"},
@@ -215,7 +216,21 @@ func TestQuerySandbox(t *testing.T) {
 		{"begin", "BEGIN", "not BEGIN"},
 		{"explain copy", "EXPLAIN COPY (SELECT 1) TO '/tmp/x.csv'", "EXPLAIN of a SELECT"},
 		{"explain analyze copy", "EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/x.csv'", "EXPLAIN of a SELECT"},
-		{"query function", "SELECT * FROM query('SELECT * FROM read_csv(''/etc/passwd'')')", "Permission Error"},
+		{"query function", "SELECT * FROM query('SELECT * FROM read_csv(''/etc/passwd'')')", "table function query is not allowed"},
+		// Table functions and system views that would change the instance
+		// for later queries or show what is not the dataset.
+		{"enable logging", "SELECT * FROM enable_logging(storage='file', storage_path='/tmp/x')", "table function enable_logging is not allowed"},
+		{"enable logging in a subquery", "SELECT count(*) FROM m WHERE value IN (SELECT 1 FROM enable_logging())", "table function enable_logging is not allowed"},
+		{"enable logging in a CTE", "WITH x AS (FROM enable_logging()) SELECT * FROM x", "table function enable_logging is not allowed"},
+		{"explain enable logging", "EXPLAIN SELECT * FROM enable_logging()", "table function enable_logging is not allowed"},
+		{"logs function", "SELECT * FROM duckdb_logs()", "table function duckdb_logs is not allowed"},
+		{"logs view", "SELECT message FROM duckdb_logs", "system table duckdb_logs is not available"},
+		{"settings", "SELECT * FROM duckdb_settings()", "table function duckdb_settings is not allowed"},
+		{"settings in a lateral join", "SELECT * FROM m, LATERAL (SELECT * FROM duckdb_settings())", "table function duckdb_settings is not allowed"},
+		{"current setting", "SELECT current_setting('temp_directory')", "settings are not available"},
+		{"information schema", "SELECT * FROM information_schema.tables", "system table tables is not available"},
+		{"checkpoint function", "SELECT * FROM checkpoint()", "table function checkpoint is not allowed"},
+		{"profiling", "SELECT * FROM enable_profiling()", "not allowed"},
 		{"empty", " ; ", "empty query"},
 		{"comment only", "-- nothing", "empty query"},
 		{"syntax error", "SELEC 1", `syntax error at or near "SELEC"`},
@@ -237,10 +252,11 @@ func TestQuerySandbox(t *testing.T) {
 	_, err := os.Stat(outside)
 	require.True(t, errors.Is(err, os.ErrNotExist), "nothing was written")
 
-	// Allowed: reading the settings, EXPLAIN, DESCRIBE, FROM-first, VALUES,
+	// Allowed: EXPLAIN, DESCRIBE, FROM-first, VALUES, the value generators,
 	// and the dataset's own files.
 	for _, q := range []string{
-		"SELECT name, value FROM duckdb_settings() WHERE name = 'enable_external_access'",
+		"SELECT count(*) FROM range(3)",
+		"SELECT sum(x) FROM generate_series(1, 3) t(x), unnest([1, 2])",
 		"EXPLAIN SELECT count(*) FROM m",
 		"EXPLAIN ANALYZE SELECT count(*) FROM m",
 		"DESCRIBE m",
@@ -256,10 +272,44 @@ func TestQuerySandbox(t *testing.T) {
 		require.NoError(t, err, q)
 		require.NotEmpty(t, rows, q)
 	}
-	_, rows, err := collect(t, QueryRequest{Dataset: f.ds, Files: f.files,
-		SQL: "SELECT value FROM duckdb_settings() WHERE name IN ('enable_external_access', 'lock_configuration', 'autoload_known_extensions', 'autoinstall_known_extensions') ORDER BY name"})
+	// The sandbox's configuration, read beside the query path (which
+	// refuses duckdb_settings).
+	sb, err := testEngine.sandboxes.get(context.Background(), f.files)
 	require.NoError(t, err)
-	require.Equal(t, [][]any{{"false"}, {"false"}, {"false"}, {"true"}}, rows)
+	conn, err := sb.connect(context.Background())
+	require.NoError(t, err)
+	drows, err := conn.QueryContext(context.Background(), "SELECT value FROM duckdb_settings() WHERE name IN ('enable_external_access', 'lock_configuration', 'autoload_known_extensions', 'autoinstall_known_extensions') ORDER BY name", nil)
+	require.NoError(t, err)
+	var settings []any
+	dest := make([]driver.Value, 1)
+	for drows.Next(dest) == nil {
+		settings = append(settings, dest[0])
+	}
+	require.NoError(t, drows.Close())
+	require.NoError(t, conn.Close())
+	testEngine.sandboxes.put(sb, true)
+	require.Equal(t, []any{"false", "false", "false", "true"}, settings)
+}
+
+// A query that tried to switch logging on is refused, and the queries after
+// it over the same files (which reuse the instance) run: with logging on,
+// they logged their text for other clients to read, and the next one after a
+// file-logging call aborted the process.
+func TestEnableLoggingRefused(t *testing.T) {
+	t.Parallel()
+	f := setupQuery(t)
+	for _, q := range []string{
+		"SELECT * FROM enable_logging(storage='file', storage_path='/tmp/timestore-logs')",
+		"SELECT * FROM enable_logging()",
+	} {
+		_, _, err := collect(t, QueryRequest{Dataset: f.ds, Files: f.files, SQL: q})
+		require.ErrorAs(t, err, new(*SQLError), q)
+		_, rows, err := collect(t, QueryRequest{Dataset: f.ds, Files: f.files, SQL: "SELECT count(*) FROM m WHERE value > -1"})
+		require.NoError(t, err)
+		require.Equal(t, [][]any{{int64(96)}}, rows)
+	}
+	_, err := os.Stat("/tmp/timestore-logs")
+	require.True(t, errors.Is(err, os.ErrNotExist))
 }
 
 func TestQueryTimeout(t *testing.T) {
