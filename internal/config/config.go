@@ -30,6 +30,10 @@ const (
 	MaxBodyBytesDefault int64 = 256 << 20
 	// QueryTimeoutDefault bounds one query.
 	QueryTimeoutDefault = 60 * time.Second
+	// QueryConcurrencyDefault is how many queries run at once; more wait.
+	QueryConcurrencyDefault = 4
+	// QuerySpillLimitDefault bounds the disk one query may spill to.
+	QuerySpillLimitDefault = "4GiB"
 	// ReadHeaderTimeoutDefault bounds reading a request's headers.
 	ReadHeaderTimeoutDefault = 10 * time.Second
 	// ReadTimeoutDefault bounds reading a whole request, headers and body.
@@ -64,6 +68,15 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// QueryTimeout bounds one query (TIMESTORE_QUERY_TIMEOUT, query_timeout). Defaults to QueryTimeoutDefault.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// QueryConcurrency is how many queries this process runs at once; more
+	// wait for a slot within their timeout (TIMESTORE_QUERY_CONCURRENCY,
+	// query_concurrency). Each may use duckdb_memory_limit. Defaults to
+	// QueryConcurrencyDefault.
+	QueryConcurrency int `yaml:"query_concurrency"`
+	// QuerySpillLimit bounds the disk one query may spill to, in DuckDB's
+	// syntax (TIMESTORE_QUERY_SPILL_LIMIT, query_spill_limit). Defaults to
+	// QuerySpillLimitDefault.
+	QuerySpillLimit string `yaml:"query_spill_limit"`
 	// ReadHeaderTimeout bounds reading a request's headers (TIMESTORE_READ_HEADER_TIMEOUT,
 	// read_header_timeout). Defaults to ReadHeaderTimeoutDefault.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
@@ -126,6 +139,8 @@ func Default() Config {
 		Targets:           map[string]string{},
 		MaxBodyBytes:      MaxBodyBytesDefault,
 		QueryTimeout:      QueryTimeoutDefault,
+		QueryConcurrency:  QueryConcurrencyDefault,
+		QuerySpillLimit:   QuerySpillLimitDefault,
 		ReadHeaderTimeout: ReadHeaderTimeoutDefault,
 		ReadTimeout:       ReadTimeoutDefault,
 		CacheMaxBytes:     CacheMaxBytesDefault,
@@ -183,6 +198,10 @@ func (c *Config) applyEnv(environ []string) error {
 			c.MaxBodyBytes, err = strconv.ParseInt(v, 10, 64)
 		case "TIMESTORE_QUERY_TIMEOUT":
 			c.QueryTimeout, err = time.ParseDuration(v)
+		case "TIMESTORE_QUERY_CONCURRENCY":
+			c.QueryConcurrency, err = strconv.Atoi(v)
+		case "TIMESTORE_QUERY_SPILL_LIMIT":
+			c.QuerySpillLimit = v
 		case "TIMESTORE_READ_HEADER_TIMEOUT":
 			c.ReadHeaderTimeout, err = time.ParseDuration(v)
 		case "TIMESTORE_READ_TIMEOUT":
@@ -243,6 +262,12 @@ func (c Config) Validate() error {
 	}
 	if c.QueryTimeout <= 0 {
 		return errors.New("query timeout must be positive")
+	}
+	if c.QueryConcurrency <= 0 {
+		return errors.New("query concurrency must be positive")
+	}
+	if c.QuerySpillLimit == "" || strings.ContainsAny(c.QuerySpillLimit, "'\"\n") {
+		return fmt.Errorf("query spill limit %q: want a size such as 4GiB", c.QuerySpillLimit)
 	}
 	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 {
 		return errors.New("read header timeout and read timeout must be positive")

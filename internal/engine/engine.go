@@ -55,6 +55,10 @@ type Config struct {
 	// bounds how many partition files one ingest writes in parallel. Defaults
 	// to ThreadsDefault (0): the number of CPU cores.
 	Threads int
+	// QuerySpillLimit bounds the disk each query's sandbox may spill to
+	// (DuckDB's max_temp_directory_size, e.g. "4GiB"). Defaults to DuckDB's
+	// (90% of the free disk).
+	QuerySpillLimit string
 }
 
 // Validate reports a configuration error.
@@ -64,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if strings.ContainsAny(c.MemoryLimit, "'\"\n") {
 		return fmt.Errorf("engine: invalid memory limit %q", c.MemoryLimit)
+	}
+	if strings.ContainsAny(c.QuerySpillLimit, "'\"\n") {
+		return fmt.Errorf("engine: invalid query spill limit %q", c.QuerySpillLimit)
 	}
 	return nil
 }
@@ -111,6 +118,18 @@ func New(cfg Config) (*Engine, error) {
 	if err := e.db.Ping(); err != nil {
 		_ = e.Close()
 		return nil, fmt.Errorf("engine: open duckdb: %w", err)
+	}
+	if cfg.QuerySpillLimit != "" {
+		// Refuse a limit DuckDB cannot read now, not at every query.
+		sb, err := e.newSandbox(context.Background())
+		if err == nil {
+			err = sb.exec(context.Background(), "SET GLOBAL max_temp_directory_size = "+quoteString(cfg.QuerySpillLimit))
+			_ = sb.close()
+		}
+		if err != nil {
+			_ = e.Close()
+			return nil, fmt.Errorf("engine: query spill limit %q: %w", cfg.QuerySpillLimit, err)
+		}
 	}
 	e.sandboxes.refill()
 	return e, nil

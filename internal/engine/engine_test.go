@@ -156,3 +156,35 @@ func TestNewAppliesConfig(t *testing.T) {
 	require.NoDirExists(t, e2.tempDir)
 	require.NoError(t, e2.Close(), "second Close is a no-op")
 }
+
+// A query may spill only up to QuerySpillLimit: one that needs more fails
+// with DuckDB's error instead of filling the disk, and the engine refuses a
+// limit DuckDB cannot read when it starts.
+func TestQuerySpillLimit(t *testing.T) {
+	t.Parallel()
+	_, err := New(Config{QuerySpillLimit: "lots"})
+	require.ErrorContains(t, err, "query spill limit")
+	require.Error(t, Config{QuerySpillLimit: "1GB'; SET x"}.Validate())
+
+	e, err := New(Config{MemoryLimit: "64MB", Threads: 1, QuerySpillLimit: "8MB"})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	f := setupQuery(t)
+	// A sort of ~300 MB of strings: far more than memory, so it spills.
+	r, err := e.Query(context.Background(), QueryRequest{Dataset: f.ds, Files: f.files, Timeout: time.Minute,
+		SQL: "SELECT count(*) FROM (SELECT repeat('x', 100) || i AS s FROM range(3000000) t(i) ORDER BY s DESC)"})
+	if err == nil {
+		for r.Next() {
+		}
+		err = r.Err()
+		require.NoError(t, r.Close())
+	}
+	require.ErrorContains(t, err, "max_temp_directory_size")
+
+	// Within the limit, the same engine answers.
+	r, err = e.Query(context.Background(), QueryRequest{Dataset: f.ds, Files: f.files, SQL: "SELECT count(*) FROM m"})
+	require.NoError(t, err)
+	require.True(t, r.Next())
+	require.EqualValues(t, 96, r.Values()[0])
+	require.NoError(t, r.Close())
+}

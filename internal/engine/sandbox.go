@@ -84,9 +84,13 @@ func (sb *sandbox) exec(ctx context.Context, stmts ...string) error {
 }
 
 // restrict allows the instance to read files and nothing else, with no
-// extension loading, and locks the configuration.
-func (sb *sandbox) restrict(ctx context.Context, files []string) error {
+// extension loading, bounds the disk it may spill to, and locks the
+// configuration.
+func (sb *sandbox) restrict(ctx context.Context, files []string, spillLimit string) error {
 	var setup []string
+	if spillLimit != "" {
+		setup = append(setup, "SET GLOBAL max_temp_directory_size = "+quoteString(spillLimit))
+	}
 	if len(files) > 0 {
 		quoted := make([]string, len(files))
 		for i, f := range files {
@@ -161,7 +165,7 @@ func (p *sandboxPool) get(ctx context.Context, files []string) (*sandbox, error)
 			return nil, err
 		}
 	}
-	if err := sb.restrict(ctx, files); err != nil {
+	if err := sb.restrict(ctx, files, p.e.cfg.QuerySpillLimit); err != nil {
 		p.discard(sb)
 		return nil, err
 	}

@@ -28,6 +28,9 @@ const (
 	LeaseTTLDefault = 2 * time.Minute
 	// TimeoutDefault bounds a query when Options.Timeout is zero.
 	TimeoutDefault = 60 * time.Second
+	// ConcurrencyDefault is how many queries run at once when
+	// Options.Concurrency is zero.
+	ConcurrencyDefault = 4
 )
 
 // Options configures a Service.
@@ -45,6 +48,11 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Holder names this process in leases (defaults to the host name and pid).
 	Holder string
+	// Concurrency is how many queries run at once; more wait for a slot,
+	// within their timeout. Each runs in its own DuckDB instance with the
+	// engine's memory limit, so this bounds the memory queries take.
+	// Defaults to ConcurrencyDefault.
+	Concurrency int
 }
 
 // Request is one query.
@@ -57,6 +65,7 @@ type Request struct {
 // Service runs queries.
 type Service struct {
 	opts     Options
+	slots    chan struct{}
 	duration *prometheus.HistogramVec
 	scanned  prometheus.Counter
 }
@@ -69,6 +78,9 @@ func New(opts Options) *Service {
 	if opts.LeaseTTL <= 0 {
 		opts.LeaseTTL = LeaseTTLDefault
 	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = ConcurrencyDefault
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -78,7 +90,8 @@ func New(opts Options) *Service {
 	}
 	f := promauto.With(opts.Registerer)
 	return &Service{
-		opts: opts,
+		opts:  opts,
+		slots: make(chan struct{}, opts.Concurrency),
 		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "timestore_query_duration_seconds",
 			Help:    "Duration of queries from snapshot to last row, by outcome (ok, invalid, error).",
@@ -152,6 +165,13 @@ func (s *Service) Run(ctx context.Context, req Request) (_ *Result, err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	res.cleanup = append(res.cleanup, cancel)
+	// A slot, waited for within the query's time limit.
+	select {
+	case s.slots <- struct{}{}:
+		res.cleanup = append(res.cleanup, func() { <-s.slots })
+	case <-ctx.Done():
+		return nil, fmt.Errorf("query %s: waiting for one of the %d query slots: %w", req.Dataset, s.opts.Concurrency, ctx.Err())
+	}
 
 	snap, lease, err := s.opts.Store.LeasedSnapshot(ctx, req.Dataset, req.From, req.To, s.opts.Holder, s.opts.LeaseTTL)
 	if err != nil {

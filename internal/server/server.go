@@ -120,6 +120,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		MemoryLimit: cfg.DuckDBMemoryLimit,
 		TempDir:     filepath.Join(dataDir, "spill"),
 		Threads:     cfg.DuckDBThreads,
+		// Each query's sandbox spills under spill/ too, within this bound.
+		QuerySpillLimit: cfg.QuerySpillLimit,
 	}); err != nil {
 		return nil, err
 	}
@@ -130,7 +132,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	})
 	s.Query = query.New(query.Options{
 		Store: s.Store, Targets: s.Targets, Cache: s.Cache, Engine: s.Engine,
-		Logger: log, Registerer: reg, Timeout: cfg.QueryTimeout,
+		Logger: log, Registerer: reg, Timeout: cfg.QueryTimeout, Concurrency: cfg.QueryConcurrency,
 	})
 
 	// Lifecycle decisions (what is old enough to remove, export or sweep)
