@@ -263,6 +263,15 @@ func (c *Cache) Fetch(ctx context.Context, t *Target, key string, size int64, ch
 	p := filepath.Join(c.dir, name)
 	for attempt := 0; ; attempt++ {
 		if e := c.pin(name); e != nil {
+			// A cache file is checked when it is downloaded; on a hit, a
+			// file gone or of the wrong size (truncated, or damaged behind
+			// the cache's back, e.g. before a restart) is dropped and
+			// downloaded again rather than handed to a reader.
+			if fi, err := os.Stat(p); err != nil || fi.Size() != e.size || (size > 0 && fi.Size() != size) {
+				c.logger.Warn("cache file missing or of the wrong size; downloading it again", "target", t.Name, "key", key, "error", err)
+				c.invalidate(e)
+				continue
+			}
 			if attempt == 0 {
 				c.metrics.hits.Inc()
 				now := time.Now()
@@ -304,6 +313,25 @@ func (c *Cache) pin(name string) *cacheEntry {
 	// to the first fetch that pins it.
 	c.evictLocked()
 	return e
+}
+
+// invalidate drops the pinned entry e from the index and removes its file,
+// releasing the caller's pin; readers that still hold it keep their open
+// file. The next Fetch downloads the object again.
+func (c *Cache) invalidate(e *cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.pins--
+	if c.entries[e.name] != e {
+		return
+	}
+	delete(c.entries, e.name)
+	c.lru.Remove(e.elem)
+	c.size -= e.size
+	if err := os.Remove(filepath.Join(c.dir, e.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.logger.Warn("remove damaged cache file", "file", e.name, "error", err)
+	}
+	c.updateGaugesLocked()
 }
 
 func (c *Cache) releaser(e *cacheEntry) func() {

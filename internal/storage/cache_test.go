@@ -386,3 +386,40 @@ func TestNewCacheRejects(t *testing.T) {
 	require.NoError(t, err)
 	require.Panics(t, func() { _, _ = storage.NewCache(t.TempDir(), 100, reg) })
 }
+
+// A cache file truncated or removed behind the cache's back (a crash, a disk
+// problem, an operator) is not handed to a reader: on a hit its size is
+// checked, and a bad one is downloaded again, also after a restart that
+// re-indexed it with its damaged size.
+func TestCacheRefetchesDamagedFile(t *testing.T) {
+	t.Parallel()
+	b := setupCache(t, 1<<20)
+	ctx := context.Background()
+	const key = "ds/2024-01-01/a.parquet"
+	data, sum := b.put(t, key, 4096)
+	p, rel, err := b.cache.Fetch(ctx, b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	rel()
+
+	// Truncated, then the cache restarted on its directory.
+	require.NoError(t, os.Truncate(p, 10))
+	c2, err := storage.NewCache(b.dir, 1<<20, nil)
+	require.NoError(t, err)
+	p2, rel2, err := c2.Fetch(ctx, b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	got, err := os.ReadFile(p2)
+	require.NoError(t, err)
+	require.Equal(t, data, got, "downloaded again")
+	require.EqualValues(t, len(data), c2.Size(), "accounted at its real size")
+	rel2()
+
+	// Removed.
+	require.NoError(t, os.Remove(p2))
+	p3, rel3, err := c2.Fetch(ctx, b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	defer rel3()
+	got, err = os.ReadFile(p3)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+	require.EqualValues(t, len(data), c2.Size())
+}
