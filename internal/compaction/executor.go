@@ -591,6 +591,13 @@ func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error
 				return fmt.Errorf("fetch partition %d (%s/%s): %w", p.ID, p.Target, p.Key, err)
 			}
 			paths[i], releases[i] = path, release
+			// The merge rewrites these bytes under a new checksum and the
+			// inputs are then swept: a damaged input (on the local target's
+			// disk, or in the read cache after its download was checked)
+			// must stop the merge here, or the damage becomes the only copy.
+			if err := storage.VerifyFile(path, p.SizeBytes, p.Checksum); err != nil {
+				return fmt.Errorf("%w: partition %d (%s/%s) does not match its recorded size and checksum: %w", ErrVerify, p.ID, p.Target, p.Key, err)
+			}
 			return nil
 		})
 	}

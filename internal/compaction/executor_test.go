@@ -866,3 +866,36 @@ func TestCommitOutcomeUnknownKeepsOutput(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, b.modelAggregates(), rows[0])
 }
+
+// TestDamagedInputStopsMerge: an input whose bytes no longer match its
+// recorded checksum (damaged on the local target's disk, or in the read
+// cache after its download was checked) stops the merge: merging it would
+// give the damage a fresh checksum and, once the inputs are swept, make it
+// the only copy. Both on the local target (read in place) and on S3 (read
+// from the cache).
+func TestDamagedInputStopsMerge(t *testing.T) {
+	t.Parallel()
+	for _, remote := range []bool{false, true} {
+		t.Run(stacktest.TargetName(remote), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, remote)
+			for range 3 {
+				b.ingestRows(t, at(0, 0), at(1, 0), 50)
+			}
+			b.setPolicy(t, policy.Compaction{TargetFileBytes: 1 << 30, MinInputFiles: 2})
+			before := b.live(t)
+			p := b.localPath(t, before[1])
+			data, err := os.ReadFile(p)
+			require.NoError(t, err)
+			data[len(data)/2] ^= 0xff // same size, different bytes
+			require.NoError(t, os.WriteFile(p, data, 0o644))
+
+			c, _ := b.compactor(t, nil)
+			_, err = c.RunJob(b.ctx, b.ds.Name, 1, 1, "", nil)
+			require.ErrorIs(t, err, ErrVerify)
+			require.ErrorContains(t, err, fmt.Sprintf("partition %d", before[1].ID))
+			require.Equal(t, before, b.live(t), "nothing merged")
+			b.requireNoLeakedObject(t)
+		})
+	}
+}

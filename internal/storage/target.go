@@ -281,6 +281,20 @@ func Checksum(path string) (size int64, checksum string, err error) {
 	return size, formatChecksum(h), nil
 }
 
+// VerifyFile checks that the local file at path has the size and checksum
+// recorded for its object (a negative size or an empty checksum is not
+// checked); a difference is an error wrapping ErrMismatch.
+func VerifyFile(path string, size int64, checksum string) error {
+	n, sum, err := Checksum(path)
+	if err != nil {
+		return err
+	}
+	if err := checkObject(n, sum, size, checksum); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
 // checkObject compares what was read with what was expected; a negative
 // wantSize or an empty wantChecksum is not checked.
 func checkObject(size int64, checksum string, wantSize int64, wantChecksum string) error {
