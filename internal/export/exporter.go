@@ -796,6 +796,11 @@ func (x *Exporter) fetch(ctx context.Context, files []fetchable) ([]string, func
 				return err
 			}
 			paths[i], releases[i] = p, rel
+			// What is exported may become the only copy (require_export):
+			// a damaged input must not be exported under a fresh checksum.
+			if err := storage.VerifyFile(p, f.size, f.checksum); err != nil {
+				return fmt.Errorf("%s/%s does not match its recorded size and checksum: %w", f.target.Name, f.key, err)
+			}
 			return nil
 		})
 	}

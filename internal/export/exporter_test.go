@@ -489,3 +489,26 @@ func TestOccupiedDirectory(t *testing.T) {
 	require.Equal(t, catalog.ExportFailed, xs[0].State)
 	require.Contains(t, xs[0].Error, "belongs to export record")
 }
+
+// A partition whose file no longer matches its recorded checksum is not
+// exported: the export may become the only copy (require_export), and would
+// carry the damage under a fresh checksum.
+func TestDamagedPartitionNotExported(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	p := b.rows(t, 0, 50)
+	path, release, err := b.cache.Fetch(b.ctx, b.target, p.Key, p.SizeBytes, p.Checksum)
+	require.NoError(t, err)
+	release()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	data[len(data)/2] ^= 0xff
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+
+	_, err = b.x.Run(b.ctx, "cpu", export.RunOptions{Actor: "test"})
+	require.ErrorIs(t, err, storage.ErrMismatch)
+	require.Empty(t, b.exports(t, catalog.ExportVerified))
+	cov, err := b.store.VerifiedExportCoverage(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	require.Empty(t, cov)
+}
