@@ -44,7 +44,7 @@ func TestExportRoutes(t *testing.T) {
 	begin.ManifestKey = "exports/cpu/window=2024-03-02/_manifest.json"
 	failed, _, err := store.BeginExport(ctx, begin)
 	require.NoError(t, err)
-	require.NoError(t, store.FailExport(ctx, failed.ID, "upload failed"))
+	require.NoError(t, store.FailExport(ctx, failed.ID, 0, "upload failed"))
 
 	srv := New(Options{Store: store, Registerer: prometheus.NewRegistry(), Token: "user"})
 	mux := http.NewServeMux()

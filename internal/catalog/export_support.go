@@ -217,11 +217,13 @@ func (s *Store) BeginExport(ctx context.Context, b ExportBegin) (Export, *Export
 }
 
 // FailExport marks an attempt that is writing as failed, with its error.
-// An attempt in another state is left alone.
-func (s *Store) FailExport(ctx context.Context, id int64, msg string) error {
+// An attempt in another state is left alone, and so is the row when attempt
+// (the Attempts that BeginExport returned; 0: any) is not its current one:
+// a later attempt took the version over.
+func (s *Store) FailExport(ctx context.Context, id int64, attempt int, msg string) error {
 	if _, err := s.pool.Exec(ctx, `
 		UPDATE timestore.exports SET state = 'failed', error = $2, updated_at = now()
-		WHERE id = $1 AND state = 'writing'`, id, msg); err != nil {
+		WHERE id = $1 AND state = 'writing' AND ($3 = 0 OR attempts = $3)`, id, msg, attempt); err != nil {
 		return fmt.Errorf("mark export %d failed: %w", id, err)
 	}
 	return nil
@@ -242,6 +244,12 @@ type ExportResult struct {
 	Checksum string
 	// Audit details added to the export.verified row.
 	Details map[string]any
+	// Attempt is the Attempts that BeginExport returned for this attempt:
+	// if another attempt has begun the same version since (two runs that
+	// overlap, e.g. after the export lock's session was lost), the row
+	// describes that one's partitions, and this attempt must not verify it.
+	// 0 is not checked.
+	Attempt int
 }
 
 // VerifyExport records that the attempt id (writing) has been uploaded and
@@ -269,6 +277,9 @@ func (s *Store) VerifyExport(ctx context.Context, id int64, res ExportResult) (E
 		}
 		if cur.State != ExportWriting {
 			return fmt.Errorf("%w: export %d is %s, not writing", ErrConflict, id, cur.State)
+		}
+		if res.Attempt != 0 && cur.Attempts != res.Attempt {
+			return fmt.Errorf("%w: export %d was begun again (attempt %d) after this attempt (%d)", ErrConflict, id, cur.Attempts, res.Attempt)
 		}
 		var superseded []int64
 		if err := tx.QueryRow(ctx, `

@@ -48,7 +48,7 @@ func TestExportVersions(t *testing.T) {
 	require.Equal(t, catalog.ExportWriting, x.State)
 	require.Equal(t, []int64{1, 2, 3}, x.PartitionIDs, "sorted and distinct")
 	require.Equal(t, 1, x.Attempts)
-	require.NoError(t, b.store.FailExport(ctx, x.ID, "upload failed"))
+	require.NoError(t, b.store.FailExport(ctx, x.ID, 0, "upload failed"))
 
 	cov, err := b.store.VerifiedExportCoverage(ctx, b.ds.ID)
 	require.NoError(t, err)
@@ -84,7 +84,7 @@ func TestExportVersions(t *testing.T) {
 	_, err = b.store.VerifyExport(ctx, retry.ID, exportResult(10))
 	require.ErrorIs(t, err, catalog.ErrConflict)
 	// Failing a verified version does nothing.
-	require.NoError(t, b.store.FailExport(ctx, v1.ID, "late"))
+	require.NoError(t, b.store.FailExport(ctx, v1.ID, 0, "late"))
 
 	// Version 2 supersedes version 1 once verified, not before.
 	x2, prev, err := b.store.BeginExport(ctx, beginDay(b, 0, 1, 2, 3, 4))
@@ -206,4 +206,43 @@ func TestValidateChecksumText(t *testing.T) {
 	for _, bad := range []string{"", "sha256:", "sha256:xyz", "md5:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("g", 64)} {
 		require.Error(t, catalog.ValidateChecksumText(bad), bad)
 	}
+}
+
+// Two attempts at one version overlap (a run whose export lock was lost and
+// a second run): the second begins the same row again with more partitions.
+// The first must neither verify the row (which now lists partitions its
+// files do not hold, so require_export retention would treat them as
+// exported) nor fail it under the second.
+func TestExportOverlappingAttempts(t *testing.T) {
+	b := setup(t)
+	ctx := b.ctx
+	first, _, err := b.store.BeginExport(ctx, beginDay(b, 0, 1))
+	require.NoError(t, err)
+	second, _, err := b.store.BeginExport(ctx, beginDay(b, 0, 1, 2))
+	require.NoError(t, err)
+	require.Equal(t, first.ID, second.ID, "the same version's row, begun again")
+	require.Equal(t, first.Attempts+1, second.Attempts)
+
+	res := exportResult(10, "exports/metrics/window=2024-03-01/part-0000.parquet")
+	res.Attempt = first.Attempts
+	_, err = b.store.VerifyExport(ctx, first.ID, res)
+	require.ErrorIs(t, err, catalog.ErrConflict)
+	require.NoError(t, b.store.FailExport(ctx, first.ID, first.Attempts, "the first run failed late"))
+	require.Empty(t, verified(t, b))
+	cur, err := b.store.ExportSeries(ctx, b.ds.ID, "remote", catalog.WindowDay)
+	require.NoError(t, err)
+	require.Len(t, cur, 1)
+	require.Equal(t, catalog.ExportWriting, cur[0].State, "the stale attempt did not fail the current one")
+
+	res.Attempt = second.Attempts
+	x, err := b.store.VerifyExport(ctx, second.ID, res)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2}, x.PartitionIDs)
+}
+
+func verified(t *testing.T, b *bundle) []catalog.ExportCoverage {
+	t.Helper()
+	cov, err := b.store.VerifiedExportCoverage(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	return cov
 }

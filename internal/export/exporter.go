@@ -89,7 +89,7 @@ type Store interface {
 	ReleaseLease(ctx context.Context, id int64) error
 	ExportSeries(ctx context.Context, datasetID int64, target, window string) ([]catalog.Export, error)
 	BeginExport(ctx context.Context, b catalog.ExportBegin) (catalog.Export, *catalog.Export, error)
-	FailExport(ctx context.Context, id int64, msg string) error
+	FailExport(ctx context.Context, id int64, attempt int, msg string) error
 	VerifyExport(ctx context.Context, id int64, res catalog.ExportResult) (catalog.Export, error)
 	VerifiedExportCoverage(ctx context.Context, datasetID int64) ([]catalog.ExportCoverage, error)
 	LockExports(ctx context.Context, datasetID int64) (unlock func(), ok bool, err error)
@@ -600,7 +600,7 @@ func (x *Exporter) fail(st *staged, cause error) {
 	x.metrics.failures.WithLabelValues(st.dataset).Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), x.opts.FinishTimeout)
 	defer cancel()
-	if err := x.opts.Store.FailExport(ctx, st.x0.ID, cause.Error()); err != nil {
+	if err := x.opts.Store.FailExport(ctx, st.x0.ID, st.x0.Attempts, cause.Error()); err != nil {
 		st.log.Warn("could not mark the export attempt failed; the next run retries it anyway", "error", err)
 	}
 	st.log.Warn("export attempt failed", "error", cause)
@@ -701,6 +701,7 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		Files: files, TimeMin: m.TimeMin, TimeMax: m.TimeMax, RowCount: m.Rows, SizeBytes: m.Bytes,
 		NewRows: wr.NewRows, NewBytes: wr.Uploaded - msize, Checksum: msum,
 		Details: map[string]any{"mode": st.mode, "new_files": len(added), "manifest_bytes": msize, "input_partitions": st.inputs},
+		Attempt: x0.Attempts,
 	}); err != nil {
 		return WindowResult{}, err
 	}
