@@ -9,9 +9,11 @@ import (
 
 // Object is an object found on a target.
 type Object struct {
-	Target  string    `json:"target"`
-	Key     string    `json:"key"`
-	Size    int64     `json:"size_bytes"`
+	Target string `json:"target"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size_bytes"`
+	// ModTime is the object's modification time on this process's clock:
+	// the target's, corrected by the measured offset between the two.
 	ModTime time.Time `json:"mod_time"`
 }
 

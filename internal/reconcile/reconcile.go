@@ -53,8 +53,13 @@ type Options struct {
 	// SafetyAge is how old an unreferenced object must be to be deleted.
 	// Defaults to SafetyAgeDefault.
 	SafetyAge time.Duration
-	// Now is the clock objects' ages are measured with. Defaults to time.Now.
+	// Now is the time objects' ages are measured at, on this process's
+	// clock (tests move it forward). Defaults to time.Now.
 	Now func() time.Time
+	// ProcessClock is this process's clock, against which each target's
+	// clock is measured (objects' modification times are the target's).
+	// Defaults to time.Now.
+	ProcessClock func() time.Time
 }
 
 // Task reconciles datasets. It is safe for concurrent use.
@@ -88,6 +93,9 @@ func New(opts Options) (*Task, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.ProcessClock == nil {
+		opts.ProcessClock = time.Now
 	}
 	f := promauto.With(opts.Registerer)
 	labels := []string{"dataset", "target"}
@@ -269,14 +277,27 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 func (t *Task) list(ctx context.Context, dataset string, targets []string, refs []catalog.ObjectRef) ([]Object, error) {
 	var listed []Object
 	byName := map[string]*storage.Target{}
+	offsets := map[string]time.Duration{}
 	for _, name := range targets {
 		tg, err := t.opts.Targets.Get(name)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile %s: %w", dataset, err)
 		}
 		byName[name] = tg
+		// Ages compare the target's modification times with this
+		// process's clock: measure how far apart the two clocks are, or a
+		// host clock running ahead makes an upload still waiting for its
+		// commit look older than the safety age.
+		offset, err := tg.ClockOffset(ctx, t.opts.ProcessClock)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile %s: %w", dataset, err)
+		}
+		offsets[name] = offset
+		if offset > time.Minute || offset < -time.Minute {
+			t.opts.Logger.WarnContext(ctx, "the target's clock differs from this host's; object ages are corrected for it", "target", name, "offset", offset)
+		}
 		err = tg.List(ctx, Prefix(dataset), func(o storage.ObjectInfo) error {
-			listed = append(listed, Object{Target: name, Key: o.Key, Size: o.Size, ModTime: o.ModTime})
+			listed = append(listed, Object{Target: name, Key: o.Key, Size: o.Size, ModTime: o.ModTime.Add(-offset)})
 			return nil
 		})
 		if err != nil {
@@ -293,7 +314,7 @@ func (t *Task) list(ctx context.Context, dataset string, targets []string, refs 
 		case err != nil:
 			return nil, fmt.Errorf("reconcile %s: check %s on target %s: %w", dataset, ref.Key, ref.Target, err)
 		default:
-			listed = append(listed, Object{Target: ref.Target, Key: ref.Key, Size: info.Size, ModTime: info.ModTime})
+			listed = append(listed, Object{Target: ref.Target, Key: ref.Key, Size: info.Size, ModTime: info.ModTime.Add(-offsets[ref.Target])})
 		}
 	}
 	return listed, nil

@@ -354,3 +354,23 @@ func (c *clock) set(t time.Time) {
 func bytesReader(s string) io.Reader { return strings.NewReader(s) }
 
 func nilLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A host whose clock runs two hours ahead of the target's must not take an
+// upload still waiting for its commit (just written) for an orphan older
+// than the safety age: ages are measured on the target's clock.
+func TestReconcileHostClockAhead(t *testing.T) {
+	for _, targetName := range []string{storage.LocalTargetName, "remote"} {
+		t.Run(targetName, func(t *testing.T) {
+			b := setup(t, targetName)
+			ahead := func() time.Time { return time.Now().Add(2 * time.Hour) }
+			task, err := reconcile.New(reconcile.Options{Store: b.store, Targets: b.targets, Now: ahead, ProcessClock: ahead})
+			require.NoError(t, err)
+			pending, _, _ := b.put(t, "metrics", 10) // uploaded, its commit not yet made
+			r, err := task.Reconcile(b.ctx, "metrics", false, "job:1", nil)
+			require.NoError(t, err)
+			require.Zero(t, r.OrphansFound)
+			require.Equal(t, 1, r.OrphansYoung)
+			require.True(t, b.exists(t, pending))
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -352,4 +353,25 @@ func TestFileTargetHidesTempFiles(t *testing.T) {
 	require.ErrorIs(t, err, fs.ErrNotExist, "stale temporary file removed")
 	_, err = os.Stat(fresh)
 	require.NoError(t, err, "recent temporary file kept: an upload may be writing it")
+}
+
+// ClockOffset measures the target's clock against the one given, and leaves
+// no probe behind.
+func TestClockOffset(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	targets, err := storage.NewTargets(ctx, t.TempDir(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = targets.Close() })
+	tg, err := targets.Get(storage.LocalTargetName)
+	require.NoError(t, err)
+	off, err := tg.ClockOffset(ctx, time.Now)
+	require.NoError(t, err)
+	require.InDelta(t, 0, off.Seconds(), 1)
+	off, err = tg.ClockOffset(ctx, func() time.Time { return time.Now().Add(2 * time.Hour) })
+	require.NoError(t, err)
+	require.InDelta(t, -2*time.Hour.Seconds(), off.Seconds(), 1, "a host two hours ahead")
+	var keys []string
+	require.NoError(t, tg.List(ctx, "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+	require.Empty(t, keys)
 }
