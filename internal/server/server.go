@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,8 @@ type Server struct {
 	tracer        trace.TracerProvider
 	traceShutdown func(context.Context) error
 	ui            *riverui.Handler
+	// dataLock holds the data directory's lock while the server is open.
+	dataLock *os.File
 }
 
 // Options are the hooks a caller (tests, mostly) may set beside Config.
@@ -97,6 +100,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 			s.Close()
 		}
 	}()
+	if s.dataLock, err = lockDataDir(dataDir); err != nil {
+		return nil, err
+	}
 	s.tracer = opts.TracerProvider
 	if s.tracer == nil {
 		if s.tracer, s.traceShutdown, err = telemetry.SetupTracing(ctx, "timestore", os.Environ()); err != nil {
@@ -279,8 +285,34 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return serveErr
 }
 
-// Close releases every component.
+// lockDataDir takes an exclusive lock on the data directory, held until
+// the returned file is closed (or the process dies). Two processes on one
+// data directory would remove each other's cache downloads in progress,
+// evict each other's pinned files and hold twice the cache budget; the
+// local target is one process's too. Processes share data through the
+// catalog and an S3 target, each with a data directory of its own.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir %s is in use by another timestore process: give each process a data_dir of its own (they share data through the catalog and an S3 target)", dir)
+		}
+		return nil, fmt.Errorf("data dir %s: lock: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Close releases every component, and the data directory last.
 func (s *Server) Close() {
+	defer func() {
+		if s.dataLock != nil {
+			s.dataLock.Close() // releases the lock
+		}
+	}()
 	if s.Engine != nil {
 		s.Engine.Close()
 	}
