@@ -73,6 +73,10 @@ type cacheEntry struct {
 	size int64
 	pins int
 	elem *list.Element
+	// verified is set once the file's bytes were checked against the
+	// object's checksum in this process: at download, or on the first hit
+	// of a file found in the directory at start-up.
+	verified bool
 }
 
 type cacheMetrics struct {
@@ -272,6 +276,16 @@ func (c *Cache) Fetch(ctx context.Context, t *Target, key string, size int64, ch
 				c.invalidate(e)
 				continue
 			}
+			// A file from before a restart is checked once, on its first
+			// use: it may have been damaged while no process watched.
+			if checksum != "" && !c.isVerified(e) {
+				if err := VerifyFile(p, -1, checksum); err != nil {
+					c.logger.Warn("cache file does not match its checksum; downloading it again", "target", t.Name, "key", key, "error", err)
+					c.invalidate(e)
+					continue
+				}
+				c.setVerified(e)
+			}
 			if attempt == 0 {
 				c.metrics.hits.Inc()
 				now := time.Now()
@@ -313,6 +327,18 @@ func (c *Cache) pin(name string) *cacheEntry {
 	// to the first fetch that pins it.
 	c.evictLocked()
 	return e
+}
+
+func (c *Cache) isVerified(e *cacheEntry) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return e.verified
+}
+
+func (c *Cache) setVerified(e *cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.verified = true
 }
 
 // invalidate drops the pinned entry e from the index and removes its file,
@@ -382,16 +408,17 @@ func (c *Cache) fill(ctx context.Context, t *Target, key string, size int64, che
 		c.lru.Remove(e.elem)
 		delete(c.entries, name)
 	}
-	c.insertLocked(name, n)
+	c.insertLocked(name, n).verified = checksum != ""
 	return nil
 }
 
-func (c *Cache) insertLocked(name string, size int64) {
+func (c *Cache) insertLocked(name string, size int64) *cacheEntry {
 	e := &cacheEntry{name: name, size: size}
 	e.elem = c.lru.PushFront(e)
 	c.entries[name] = e
 	c.size += size
 	c.updateGaugesLocked()
+	return e
 }
 
 // evictLocked removes least recently used unpinned files until the cache is

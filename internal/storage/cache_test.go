@@ -423,3 +423,29 @@ func TestCacheRefetchesDamagedFile(t *testing.T) {
 	require.Equal(t, data, got)
 	require.EqualValues(t, len(data), c2.Size())
 }
+
+// A cache file damaged while no process ran (same size, other bytes) is
+// caught on its first use after the restart, by its checksum, and
+// downloaded again.
+func TestCacheVerifiesFilesFoundAtStart(t *testing.T) {
+	t.Parallel()
+	b := setupCache(t, 1<<20)
+	ctx := context.Background()
+	const key = "ds/2024-01-01/b.parquet"
+	data, sum := b.put(t, key, 4096)
+	p, rel, err := b.cache.Fetch(ctx, b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	rel()
+	bad := append([]byte(nil), data...)
+	bad[100] ^= 0xff
+	require.NoError(t, os.WriteFile(p, bad, 0o644))
+
+	c2, err := storage.NewCache(b.dir, 1<<20, nil)
+	require.NoError(t, err)
+	p2, rel2, err := c2.Fetch(ctx, b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	defer rel2()
+	got, err := os.ReadFile(p2)
+	require.NoError(t, err)
+	require.Equal(t, data, got, "downloaded again")
+}
