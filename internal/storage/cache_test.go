@@ -51,6 +51,17 @@ func (b *cacheBundle) put(t *testing.T, key string, n int) ([]byte, string) {
 	return data, sum
 }
 
+// cached puts n random bytes under key and fetches them into the cache,
+// returning the data, its checksum and the (released) cache file's path.
+func (b *cacheBundle) cached(t *testing.T, key string, n int) ([]byte, string, string) {
+	t.Helper()
+	data, sum := b.put(t, key, n)
+	p, rel, err := b.cache.Fetch(context.Background(), b.target, key, int64(len(data)), sum)
+	require.NoError(t, err)
+	rel()
+	return data, sum, p
+}
+
 func (b *cacheBundle) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	mfs, err := b.reg.Gather()
@@ -396,10 +407,7 @@ func TestCacheRefetchesDamagedFile(t *testing.T) {
 	b := setupCache(t, 1<<20)
 	ctx := context.Background()
 	const key = "ds/2024-01-01/a.parquet"
-	data, sum := b.put(t, key, 4096)
-	p, rel, err := b.cache.Fetch(ctx, b.target, key, int64(len(data)), sum)
-	require.NoError(t, err)
-	rel()
+	data, sum, p := b.cached(t, key, 4096)
 
 	// Truncated, then the cache restarted on its directory.
 	require.NoError(t, os.Truncate(p, 10))
@@ -432,10 +440,7 @@ func TestCacheVerifiesFilesFoundAtStart(t *testing.T) {
 	b := setupCache(t, 1<<20)
 	ctx := context.Background()
 	const key = "ds/2024-01-01/b.parquet"
-	data, sum := b.put(t, key, 4096)
-	p, rel, err := b.cache.Fetch(ctx, b.target, key, int64(len(data)), sum)
-	require.NoError(t, err)
-	rel()
+	data, sum, p := b.cached(t, key, 4096)
 	bad := append([]byte(nil), data...)
 	bad[100] ^= 0xff
 	require.NoError(t, os.WriteFile(p, bad, 0o644))
