@@ -586,18 +586,18 @@ func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error
 			return nil, releaseAll, fmt.Errorf("partition %d: %w", p.ID, err)
 		}
 		eg.Go(func() error {
-			path, release, err := c.opts.Cache.Fetch(gctx, t, p.Key, p.SizeBytes, p.Checksum)
-			if err != nil {
-				return fmt.Errorf("fetch partition %d (%s/%s): %w", p.ID, p.Target, p.Key, err)
-			}
-			paths[i], releases[i] = path, release
 			// The merge rewrites these bytes under a new checksum and the
 			// inputs are then swept: a damaged input (on the local target's
 			// disk, or in the read cache after its download was checked)
 			// must stop the merge here, or the damage becomes the only copy.
-			if err := storage.VerifyFile(path, p.SizeBytes, p.Checksum); err != nil {
-				return fmt.Errorf("%w: partition %d (%s/%s) does not match its recorded size and checksum: %w", ErrVerify, p.ID, p.Target, p.Key, err)
+			path, release, err := c.opts.Cache.FetchVerified(gctx, t, p.Key, p.SizeBytes, p.Checksum)
+			if errors.Is(err, storage.ErrMismatch) {
+				return fmt.Errorf("%w: partition %d: %w", ErrVerify, p.ID, err)
 			}
+			if err != nil {
+				return fmt.Errorf("fetch partition %d (%s/%s): %w", p.ID, p.Target, p.Key, err)
+			}
+			paths[i], releases[i] = path, release
 			return nil
 		})
 	}

@@ -792,16 +792,13 @@ func (x *Exporter) fetch(ctx context.Context, files []fetchable) ([]string, func
 	g.SetLimit(x.opts.Concurrency)
 	for i, f := range files {
 		g.Go(func() error {
-			p, rel, err := x.opts.Cache.Fetch(gctx, f.target, f.key, f.size, f.checksum)
+			// What is exported may become the only copy (require_export):
+			// a damaged input must not be exported under a fresh checksum.
+			p, rel, err := x.opts.Cache.FetchVerified(gctx, f.target, f.key, f.size, f.checksum)
 			if err != nil {
 				return err
 			}
 			paths[i], releases[i] = p, rel
-			// What is exported may become the only copy (require_export):
-			// a damaged input must not be exported under a fresh checksum.
-			if err := storage.VerifyFile(p, f.size, f.checksum); err != nil {
-				return fmt.Errorf("%s/%s does not match its recorded size and checksum: %w", f.target.Name, f.key, err)
-			}
 			return nil
 		})
 	}

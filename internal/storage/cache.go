@@ -313,6 +313,24 @@ func (c *Cache) Fetch(ctx context.Context, t *Target, key string, size int64, ch
 	}
 }
 
+// FetchVerified is Fetch followed by a check of the file's bytes against
+// size and checksum, also for objects of local targets (read in place) and
+// for cache hits (whose bytes Fetch checks only by size): for readers that
+// rewrite the bytes under a new checksum, so that damage must not pass
+// them. A mismatch releases the file and fails with an error wrapping
+// ErrMismatch.
+func (c *Cache) FetchVerified(ctx context.Context, t *Target, key string, size int64, checksum string) (string, func(), error) {
+	path, release, err := c.Fetch(ctx, t, key, size, checksum)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := VerifyFile(path, size, checksum); err != nil {
+		release()
+		return "", nil, fmt.Errorf("%s/%s does not match its recorded size and checksum: %w", t.Name, key, err)
+	}
+	return path, release, nil
+}
+
 // pin pins and returns the entry called name, if the cache has it.
 func (c *Cache) pin(name string) *cacheEntry {
 	c.mu.Lock()
