@@ -4,6 +4,7 @@
 TIMESTORE_CACHE=${TIMESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/timestore}
 VERSITYGW_VERSION=v1.8.0
 STATICCHECK_VERSION=v0.8.2
+GOIMPORTS_VERSION=v0.52.0
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 PG_HOST=127.0.0.1
 PG_PORT=${TIMESTORE_PG_PORT:-5432}
@@ -67,6 +68,21 @@ ensure_staticcheck() {
 		rmdir "$tmp"
 	fi
 	STATICCHECK="$bin"
+}
+
+# ensure_goimports installs goimports (golang.org/x/tools, pinned) into the same cache.
+ensure_goimports() {
+	local bin="$TIMESTORE_CACHE/bin/goimports-$GOIMPORTS_VERSION"
+	if [ ! -x "$bin" ]; then
+		log "installing goimports $GOIMPORTS_VERSION into $TIMESTORE_CACHE/bin (once)"
+		mkdir -p "$TIMESTORE_CACHE/bin"
+		local tmp
+		tmp=$(mktemp -d)
+		GOBIN="$tmp" go install "golang.org/x/tools/cmd/goimports@$GOIMPORTS_VERSION"
+		mv "$tmp/goimports" "$bin"
+		rmdir "$tmp"
+	fi
+	GOIMPORTS="$bin"
 }
 
 # ensure_test_tools installs the Debian packages the tests drive: promtool

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs timestore's whole test suite on a fresh machine: starts Postgres if none
-# answers, installs the S3 server the tests use, then runs go test.
+# answers, installs the S3 server the tests use, checks formatting, go vet and
+# staticcheck, then runs go test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -9,8 +10,20 @@ ensure_postgres
 ensure_versitygw
 ensure_test_tools
 ensure_staticcheck
+ensure_goimports
 export TIMESTORE_TEST_DATABASE_URL=${TIMESTORE_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres?sslmode=disable}
 
+# Imports grouped as goimports -local timestore writes them: standard library,
+# then other modules, then timestore's own packages, each group sorted. The
+# check names the files it would change; `goimports -local timestore -w FILE`
+# fixes one.
+log "goimports"
+unformatted=$("$GOIMPORTS" -local timestore -l cmd internal bench)
+if [ -n "$unformatted" ]; then
+	log "imports not formatted (fix with: $GOIMPORTS -local timestore -w FILE):"
+	printf '    %s\n' $unformatted >&2
+	exit 1
+fi
 log "go vet"
 go vet ./...
 log "staticcheck"
