@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"timestore/internal/testutil/testserver"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -15,20 +17,20 @@ import (
 // honours the no-compact mark.
 func TestCompactionThroughCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
-	u := b.http.URL
-	b.createCPU(t, "cpu", "local", "day")
-	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"compaction":{"min_input_files":2,"schedule":"@every 24h"}}`))
+	u := b.HTTP.URL
+	b.CreateCPU(t, "cpu", "local", "day")
+	_, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"compaction":{"min_input_files":2,"schedule":"@every 24h"}}`))
 	require.NoError(t, err)
-	var all []row
+	var all []testserver.Row
 	for i := 0; i < 6; i++ {
-		rows := genRows(50, time.Date(2024, 3, 1, i, 0, 0, 0, time.UTC), time.Minute)
+		rows := testserver.GenRows(50, time.Date(2024, 3, 1, i, 0, 0, 0, time.UTC), time.Minute)
 		all = append(all, rows...)
-		_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", rows)), "")
+		_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", rows)), "")
 		require.NoError(t, err)
 	}
-	parts, err := b.client.Partitions(ctx, "cpu", "live")
+	parts, err := b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	require.Len(t, parts, 6)
 	// Keep the last one out of compaction.
@@ -41,7 +43,7 @@ func TestCompactionThroughCLI(t *testing.T) {
 	code, _, errs = runCLI(t, u, "maintenance", "run", "compaction", "--dataset", "cpu", "--wait")
 	require.Equal(t, 0, code, errs)
 
-	live, err := b.client.Partitions(ctx, "cpu", "live")
+	live, err := b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	require.Len(t, live, 2, "five merged into one, the marked one kept")
 	levels := map[int]int{}
@@ -49,8 +51,8 @@ func TestCompactionThroughCLI(t *testing.T) {
 		levels[p.Level]++
 	}
 	require.Equal(t, map[int]int{0: 1, 1: 1}, levels)
-	requireAggregates(t, expected(all), b.aggregates(t, "cpu", "", ""))
-	removed, err := b.client.Partitions(ctx, "cpu", "removed")
+	testserver.RequireAggregates(t, testserver.Expected(all), b.Aggregates(t, "cpu", "", ""))
+	removed, err := b.Client.Partitions(ctx, "cpu", "removed")
 	require.NoError(t, err)
 	require.Len(t, removed, 5, "inputs are marked removed, not deleted")
 	code, out, errs = runCLI(t, u, "audit", "--dataset", "cpu", "-o", "json")

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"timestore/internal/testutil/testserver"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -14,13 +16,13 @@ import (
 // harness and lists it.
 func TestExportThroughCLI(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{s3: true})
+	b := testserver.Start(t, testserver.Options{S3: true})
 	ctx := context.Background()
-	u := b.http.URL
-	b.createCPU(t, "cpu", "local", "day")
-	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"export":{"target":"remote","after":"1d","window":"day","schedule":"@daily"}}`))
+	u := b.HTTP.URL
+	b.CreateCPU(t, "cpu", "local", "day")
+	_, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"export":{"target":"remote","after":"1d","window":"day","schedule":"@daily"}}`))
 	require.NoError(t, err)
-	_, err = b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", genRows(96, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), time.Hour))), "")
+	_, err = b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", testserver.GenRows(96, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), time.Hour))), "")
 	require.NoError(t, err)
 
 	code, out, errs := runCLI(t, u, "maintenance", "run", "export", "--dataset", "cpu", "--dry-run")

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
 	"timestore/internal/testutil/logbuf"
 
 	"github.com/jackc/pgx/v5"
@@ -48,7 +49,7 @@ const faultWait = 60 * time.Second
 // on the shared one when s3srv is nil. Scheduled reconciles are off, so that
 // only the jobs a test triggers (and their follow-ups) touch storage.
 // The server's warnings and errors are printed if the test fails.
-func startFaultServer(t *testing.T, s3srv *s3test.Server) *bundle {
+func startFaultServer(t *testing.T, s3srv *s3test.Server) *testserver.Bundle {
 	t.Helper()
 	logs := &faultLogBuffer{}
 	t.Cleanup(func() {
@@ -66,16 +67,16 @@ func startFaultServer(t *testing.T, s3srv *s3test.Server) *bundle {
 		// trigger them only when no upload is in flight.
 		Configure: func(c *config.Config) { c.Jobs.ReconcileSafetyAge = time.Millisecond },
 	})
-	return &bundle{Bundle: tb, srv: tb.Server, http: tb.HTTP, client: tb.Client}
+	return tb
 }
 
 // reconcileNow runs a reconcile of dataset to completion and returns how
 // many orphans it deleted.
-func reconcileNow(t *testing.T, b *bundle, dataset string) int {
+func reconcileNow(t *testing.T, b *testserver.Bundle, dataset string) int {
 	t.Helper()
-	tr, err := b.client.RunMaintenance(context.Background(), "reconcile", dataset)
+	tr, err := b.Client.RunMaintenance(context.Background(), "reconcile", dataset)
 	require.NoError(t, err)
-	j := waitFaultJob(t, b.client, tr.JobID, "completed", func(j client.Job) bool { return j.State == "completed" })
+	j := waitFaultJob(t, b.Client, tr.JobID, "completed", func(j client.Job) bool { return j.State == "completed" })
 	var out struct {
 		OrphansDeleted int `json:"orphans_deleted"`
 	}
@@ -341,12 +342,12 @@ func listKeys(t *testing.T, tgt *storage.Target, prefix string) []string {
 // every partition not purged has its object, with the size and checksum the
 // catalog lists; every purged one has none; and no other object lies under
 // the dataset's prefix. It returns the partitions by state.
-func requirePartitionObjects(t *testing.T, b *bundle, dataset, targetName string) map[string][]client.Partition {
+func requirePartitionObjects(t *testing.T, b *testserver.Bundle, dataset, targetName string) map[string][]client.Partition {
 	t.Helper()
 	ctx := context.Background()
-	tgt, err := b.srv.Targets.Get(targetName)
+	tgt, err := b.Server.Targets.Get(targetName)
 	require.NoError(t, err)
-	all, err := b.client.Partitions(ctx, dataset, "all")
+	all, err := b.Client.Partitions(ctx, dataset, "all")
 	require.NoError(t, err)
 	byState := map[string][]client.Partition{}
 	var referenced []string
@@ -367,14 +368,14 @@ func requirePartitionObjects(t *testing.T, b *bundle, dataset, targetName string
 
 // requireNoDuplicates checks that no (ts, host) row of the dataset appears
 // twice (the generated rows have distinct timestamps).
-func requireNoDuplicates(t *testing.T, b *bundle, dataset string) {
+func requireNoDuplicates(t *testing.T, b *testserver.Bundle, dataset string) {
 	t.Helper()
-	res, err := b.client.Query(context.Background(), dataset, client.QueryRequest{
+	res, err := b.Client.Query(context.Background(), dataset, client.QueryRequest{
 		SQL: fmt.Sprintf("SELECT count(*) - count(DISTINCT (ts, host)) FROM %s", dataset),
 	})
 	require.NoError(t, err)
 	require.Len(t, res.Rows, 1)
-	require.EqualValues(t, 0, num(t, res.Rows[0][0]), "duplicate rows in %s", dataset)
+	require.EqualValues(t, 0, testserver.Num(t, res.Rows[0][0]), "duplicate rows in %s", dataset)
 }
 
 // requireVerifiedExports checks a dataset's exports to target after
@@ -382,12 +383,12 @@ func requireNoDuplicates(t *testing.T, b *bundle, dataset string) {
 // manifest and files on the target as the catalog and the manifest list
 // them; rows rows in all; and no other object under the exports' prefix
 // (no leftover of a failed attempt). It returns the exports.
-func requireVerifiedExports(t *testing.T, b *bundle, dataset, targetName string, windows int, rows int64) []client.Export {
+func requireVerifiedExports(t *testing.T, b *testserver.Bundle, dataset, targetName string, windows int, rows int64) []client.Export {
 	t.Helper()
 	ctx := context.Background()
-	all, err := b.client.Exports(ctx, dataset, "")
+	all, err := b.Client.Exports(ctx, dataset, "")
 	require.NoError(t, err)
-	tgt, err := b.srv.Targets.Get(targetName)
+	tgt, err := b.Server.Targets.Get(targetName)
 	require.NoError(t, err)
 	var total int64
 	var keys []string
@@ -469,14 +470,14 @@ func requireConnectionErrors(t *testing.T, j client.Job, endpoint string) {
 // failed attempts, to complete on its third. With retryNow an operator's
 // retry (the admin API) runs it at once; otherwise River runs it when its
 // backoff ends, not before.
-func recoverJob(t *testing.T, b *bundle, s3srv *s3test.Server, j client.Job, retryNow bool) client.Job {
+func recoverJob(t *testing.T, b *testserver.Bundle, s3srv *s3test.Server, j client.Job, retryNow bool) client.Job {
 	t.Helper()
 	s3srv.Restart()
 	if retryNow {
-		_, err := b.client.RetryJob(context.Background(), j.ID)
+		_, err := b.Client.RetryJob(context.Background(), j.ID)
 		require.NoError(t, err)
 	}
-	done := waitFaultJob(t, b.client, j.ID, "completion after S3 came back", func(j client.Job) bool { return j.State == "completed" })
+	done := waitFaultJob(t, b.Client, j.ID, "completion after S3 came back", func(j client.Job) bool { return j.State == "completed" })
 	require.Equal(t, "success", jobOutcome(t, done), "job %d output: %s", j.ID, done.Output)
 	require.Equal(t, 3, done.Attempt, "job %d completes on its third attempt", j.ID)
 	if !retryNow {
@@ -498,23 +499,23 @@ func TestS3StoppedDuringExport(t *testing.T) {
 	s3srv := s3test.Start(t)
 	b := startFaultServer(t, s3srv)
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "local", "day")
-	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"export":{"target":"remote","after":"1d","window":"day","schedule":"@daily"}}`))
+	b.CreateCPU(t, "cpu", "local", "day")
+	_, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"export":{"target":"remote","after":"1d","window":"day","schedule":"@daily"}}`))
 	require.NoError(t, err)
-	rows := genRows(96, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), time.Hour) // four days
-	_, err = b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", rows)), "")
+	rows := testserver.GenRows(96, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), time.Hour) // four days
+	_, err = b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", rows)), "")
 	require.NoError(t, err)
 
 	var hits atomic.Int64
 	defer faultpoint.Arm(faultpoint.ExportAfterUpload, stopS3OnFirstHit(s3srv, &hits))()
-	tr, err := b.client.RunMaintenance(ctx, "export", "cpu")
+	tr, err := b.Client.RunMaintenance(ctx, "export", "cpu")
 	require.NoError(t, err)
 
 	// While S3 is down.
-	j := failedTwice(t, b.client, tr.JobID)
+	j := failedTwice(t, b.Client, tr.JobID)
 	requireConnectionErrors(t, j, s3srv.Endpoint)
 	require.EqualValues(t, 1, hits.Load(), "the second attempt must fail before uploading")
-	records, err := b.client.Exports(ctx, "cpu", "")
+	records, err := b.Client.Exports(ctx, "cpu", "")
 	require.NoError(t, err)
 	var first *client.Export
 	for i, e := range records {
@@ -527,7 +528,7 @@ func TestS3StoppedDuringExport(t *testing.T) {
 	require.Equal(t, "failed", first.State, "the failed attempts are recorded")
 	require.Equal(t, 2, first.Attempts)
 	require.Contains(t, first.Error, "connection refused")
-	verified, err := b.client.Exports(ctx, "cpu", "verified")
+	verified, err := b.Client.Exports(ctx, "cpu", "verified")
 	require.NoError(t, err)
 	require.Empty(t, verified, "nothing is verified while S3 is down")
 	reg := b.Registry
@@ -551,7 +552,7 @@ func TestS3StoppedDuringExport(t *testing.T) {
 	}
 	require.EqualValues(t, 1, faultMetric(t, reg, "timestore_job_runs_total", "kind", "export", "outcome", "success"))
 	requireNoBacklog(t, reg, "export", "cpu")
-	requireAggregates(t, expected(rows), b.aggregates(t, "cpu", "", ""))
+	testserver.RequireAggregates(t, testserver.Expected(rows), b.Aggregates(t, "cpu", "", ""))
 }
 
 // TestS3StoppedDuringCompaction stops the dataset's S3 server right after the
@@ -564,32 +565,32 @@ func TestS3StoppedDuringCompaction(t *testing.T) {
 	s3srv := s3test.Start(t)
 	b := startFaultServer(t, s3srv)
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "remote", "day")
-	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"compaction":{"min_input_files":2,"schedule":"@every 24h"}}`))
+	b.CreateCPU(t, "cpu", "remote", "day")
+	_, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"compaction":{"min_input_files":2,"schedule":"@every 24h"}}`))
 	require.NoError(t, err)
 	// Three ingests over the same two days: two windows of three small
 	// partitions each.
-	var rows []row
+	var rows []testserver.Row
 	for i := 0; i < 3; i++ {
-		r := genRows(48, time.Date(2024, 3, 1, 0, i, 0, 0, time.UTC), time.Hour)
+		r := testserver.GenRows(48, time.Date(2024, 3, 1, 0, i, 0, 0, time.UTC), time.Hour)
 		rows = append(rows, r...)
-		_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", r)), "")
+		_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", r)), "")
 		require.NoError(t, err)
 	}
-	live, err := b.client.Partitions(ctx, "cpu", "live")
+	live, err := b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	require.Len(t, live, 6)
 
 	var hits atomic.Int64
 	defer faultpoint.Arm(faultpoint.CompactionAfterUpload, stopS3OnFirstHit(s3srv, &hits))()
-	tr, err := b.client.RunMaintenance(ctx, "compaction", "cpu")
+	tr, err := b.Client.RunMaintenance(ctx, "compaction", "cpu")
 	require.NoError(t, err)
 
 	// While S3 is down.
-	j := failedTwice(t, b.client, tr.JobID)
+	j := failedTwice(t, b.Client, tr.JobID)
 	requireConnectionErrors(t, j, s3srv.Endpoint)
 	require.EqualValues(t, 1, hits.Load(), "only the first merge reaches its upload")
-	live, err = b.client.Partitions(ctx, "cpu", "live")
+	live, err = b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	levels := map[int]int{}
 	for _, p := range live {
@@ -616,7 +617,7 @@ func TestS3StoppedDuringCompaction(t *testing.T) {
 	require.EqualValues(t, 2, faultMetric(t, reg, "timestore_compaction_merges_total", "dataset", "cpu"))
 	require.EqualValues(t, 1, faultMetric(t, reg, "timestore_job_runs_total", "kind", "compaction", "outcome", "success"))
 	requireNoBacklog(t, reg, "compaction", "cpu")
-	requireAggregates(t, expected(rows), b.aggregates(t, "cpu", "", ""))
+	testserver.RequireAggregates(t, testserver.Expected(rows), b.Aggregates(t, "cpu", "", ""))
 	requireNoDuplicates(t, b, "cpu")
 }
 
@@ -629,16 +630,16 @@ func TestS3StoppedDuringSweep(t *testing.T) {
 	s3srv := s3test.Start(t)
 	b := startFaultServer(t, s3srv)
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "remote", "day")
+	b.CreateCPU(t, "cpu", "remote", "day")
 	// Nine days older than the retention's 30 days (one partition each) and
 	// the last hour. The sweeper deletes 8 objects at once: with nine, at
 	// least one deletion starts after S3 is down.
 	const oldDays = 9
 	old := time.Now().UTC().AddDate(0, 0, -50).Truncate(24 * time.Hour)
-	recent := genRows(10, time.Now().UTC().Truncate(time.Second).Add(-time.Hour), time.Minute)
-	_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", append(genRows(oldDays*24, old, time.Hour), recent...))), "")
+	recent := testserver.GenRows(10, time.Now().UTC().Truncate(time.Second).Add(-time.Hour), time.Minute)
+	_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", append(testserver.GenRows(oldDays*24, old, time.Hour), recent...))), "")
 	require.NoError(t, err)
-	before, err := b.client.Partitions(ctx, "cpu", "live")
+	before, err := b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	oldKeys := map[string]bool{}
 	for _, p := range before {
@@ -647,7 +648,7 @@ func TestS3StoppedDuringSweep(t *testing.T) {
 		}
 	}
 	require.Len(t, oldKeys, oldDays)
-	_, err = b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d","grace":"0s"}}`))
+	_, err = b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d","grace":"0s"}}`))
 	require.NoError(t, err)
 
 	var hits atomic.Int64
@@ -655,19 +656,19 @@ func TestS3StoppedDuringSweep(t *testing.T) {
 	// Retention removes the old days (a catalog change only) and enqueues
 	// the sweep, which purges them at once (no grace) and deletes their
 	// objects.
-	tr, err := b.client.RunMaintenance(ctx, "retention", "cpu")
+	tr, err := b.Client.RunMaintenance(ctx, "retention", "cpu")
 	require.NoError(t, err)
-	waitFaultJob(t, b.client, tr.JobID, "completion", func(j client.Job) bool { return j.State == "completed" })
-	sweep := findJob(t, b.client, "sweep", "cpu")
+	waitFaultJob(t, b.Client, tr.JobID, "completion", func(j client.Job) bool { return j.State == "completed" })
+	sweep := findJob(t, b.Client, "sweep", "cpu")
 
 	// While S3 is down.
-	j := failedTwice(t, b.client, sweep.ID)
+	j := failedTwice(t, b.Client, sweep.ID)
 	deleted := int(hits.Load()) // deletions that succeeded before S3 died
 	require.True(t, deleted >= 1 && deleted <= 8, "%d deletions before S3 stopped; at most the sweeper's concurrency (8) can be in flight", deleted)
 	pending := oldDays - deleted
 	require.Contains(t, j.Errors[0].Error, fmt.Sprintf("%d objects of purged partitions could not be deleted", pending))
 	require.Contains(t, j.Errors[1].Error, fmt.Sprintf("%d objects of purged partitions could not be deleted", pending))
-	purged, err := b.client.Partitions(ctx, "cpu", "purged")
+	purged, err := b.Client.Partitions(ctx, "cpu", "purged")
 	require.NoError(t, err)
 	require.Len(t, purged, oldDays, "purging is a catalog change: done while S3 is down")
 	require.Equal(t, pending, pendingDeletes(t, b, "cpu"), "objects recorded deleted: exactly those deleted before S3 stopped")
@@ -706,12 +707,12 @@ func TestS3StoppedDuringSweep(t *testing.T) {
 	require.EqualValues(t, deleteErrors, faultMetric(t, reg, "timestore_sweep_delete_errors_total", "target", "remote"))
 	require.EqualValues(t, 1, faultMetric(t, reg, "timestore_job_runs_total", "kind", "sweep", "outcome", "success"))
 	requireNoBacklog(t, reg, "sweep", "cpu")
-	requireAggregates(t, expected(recent), b.aggregates(t, "cpu", "", ""))
+	testserver.RequireAggregates(t, testserver.Expected(recent), b.Aggregates(t, "cpu", "", ""))
 }
 
 // pendingDeletes counts a dataset's purged partitions whose object is not
 // recorded deleted yet.
-func pendingDeletes(t *testing.T, b *bundle, dataset string) int {
+func pendingDeletes(t *testing.T, b *testserver.Bundle, dataset string) int {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, b.DBURL)
@@ -751,16 +752,16 @@ func TestPostgresConnectionsKilledMidJob(t *testing.T) {
 	b := startFaultServer(t, nil)
 	ctx := context.Background()
 	reg := b.Registry
-	b.createCPU(t, "cpu", "local", "day")
-	_, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{
+	b.CreateCPU(t, "cpu", "local", "day")
+	_, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{
 		"compaction":{"min_input_files":2,"schedule":"@every 24h"},
 		"export":{"target":"remote","after":"1d","window":"day","schedule":"@daily"}}`))
 	require.NoError(t, err)
-	var rows []row
+	var rows []testserver.Row
 	for i := 0; i < 3; i++ {
-		r := genRows(48, time.Date(2024, 3, 1, 0, i, 0, 0, time.UTC), time.Hour)
+		r := testserver.GenRows(48, time.Date(2024, 3, 1, 0, i, 0, 0, time.UTC), time.Hour)
 		rows = append(rows, r...)
-		_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(encode("csv", r)), "")
+		_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(testserver.Encode("csv", r)), "")
 		require.NoError(t, err)
 	}
 
@@ -773,9 +774,9 @@ func TestPostgresConnectionsKilledMidJob(t *testing.T) {
 		disarm := faultpoint.Arm(point, hook)
 		defer disarm()
 		errorsBefore := faultMetric(t, reg, "timestore_job_runs_total", "kind", kind, "outcome", "error")
-		tr, err := b.client.RunMaintenance(ctx, kind, "cpu")
+		tr, err := b.Client.RunMaintenance(ctx, kind, "cpu")
 		require.NoError(t, err)
-		j := waitFaultJob(t, b.client, tr.JobID, "completion after the sessions were killed", func(j client.Job) bool { return j.State == "completed" })
+		j := waitFaultJob(t, b.Client, tr.JobID, "completion after the sessions were killed", func(j client.Job) bool { return j.State == "completed" })
 		var res killResult
 		select {
 		case res = <-result:
@@ -813,7 +814,7 @@ func TestPostgresConnectionsKilledMidJob(t *testing.T) {
 	byState := requirePartitionObjects(t, b, "cpu", "local")
 	require.Len(t, byState["live"], 2, "both windows merged")
 	require.Len(t, byState["removed"], 6)
-	requireAggregates(t, expected(rows), b.aggregates(t, "cpu", "", ""))
+	testserver.RequireAggregates(t, testserver.Expected(rows), b.Aggregates(t, "cpu", "", ""))
 	requireNoDuplicates(t, b, "cpu")
 
 	// Export: files and manifest are uploaded and read back; the transaction
@@ -826,11 +827,11 @@ func TestPostgresConnectionsKilledMidJob(t *testing.T) {
 	// River still works on its new connections: the scheduler ticks and a
 	// job triggered now completes at its first attempt.
 	ticks := faultMetric(t, reg, "timestore_job_runs_total", "kind", "scheduler", "outcome", "success")
-	_, err = b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d"}}`))
+	_, err = b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d"}}`))
 	require.NoError(t, err)
-	tr, err := b.client.RunMaintenance(ctx, "retention", "cpu")
+	tr, err := b.Client.RunMaintenance(ctx, "retention", "cpu")
 	require.NoError(t, err)
-	j := waitFaultJob(t, b.client, tr.JobID, "completion", func(j client.Job) bool { return j.State == "completed" })
+	j := waitFaultJob(t, b.Client, tr.JobID, "completion", func(j client.Job) bool { return j.State == "completed" })
 	require.Equal(t, 1, j.Attempt)
 	require.Equal(t, "success", jobOutcome(t, j))
 	deadline := time.Now().Add(faultWait)
@@ -838,10 +839,10 @@ func TestPostgresConnectionsKilledMidJob(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "the scheduler has not ticked for %s since the sessions were killed", faultWait)
 		time.Sleep(100 * time.Millisecond)
 	}
-	live, err := b.client.Partitions(ctx, "cpu", "live")
+	live, err := b.Client.Partitions(ctx, "cpu", "live")
 	require.NoError(t, err)
 	require.Empty(t, live, "retention removed the 2024 data")
-	removed, err := b.client.Partitions(ctx, "cpu", "removed")
+	removed, err := b.Client.Partitions(ctx, "cpu", "removed")
 	require.NoError(t, err)
 	var removedRows int64
 	for _, p := range removed {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+
 	"timestore/internal/testutil/logbuf"
 
 	"github.com/stretchr/testify/require"
@@ -614,7 +615,7 @@ func TestSecurityPathTraversal(t *testing.T) {
 	u := b.HTTP.URL
 	ctx := context.Background()
 	for _, name := range []string{"cpu", "secret"} {
-		_, err := b.Client.CreateDataset(ctx, client.CreateDataset{Name: name, Columns: cpuColumns, TimeColumn: "ts", Partition: "day"})
+		_, err := b.Client.CreateDataset(ctx, client.CreateDataset{Name: name, Columns: testserver.CPUColumns, TimeColumn: "ts", Partition: "day"})
 		require.NoError(t, err)
 		_, err = b.Client.Ingest(ctx, name, "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,a,1\n"), "")
 		require.NoError(t, err)
@@ -729,7 +730,7 @@ func TestSecuritySQLSandboxHTTP(t *testing.T) {
 	b := testserver.Start(t, testserver.Options{NoWorkers: true})
 	ctx := context.Background()
 	for _, name := range []string{"cpu", "secret"} {
-		_, err := b.Client.CreateDataset(ctx, client.CreateDataset{Name: name, Columns: cpuColumns, TimeColumn: "ts", Partition: "day"})
+		_, err := b.Client.CreateDataset(ctx, client.CreateDataset{Name: name, Columns: testserver.CPUColumns, TimeColumn: "ts", Partition: "day"})
 		require.NoError(t, err)
 		_, err = b.Client.Ingest(ctx, name, "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,host-of-"+name+",42\n"), "")
 		require.NoError(t, err)

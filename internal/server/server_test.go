@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +17,6 @@ import (
 
 	"timestore/internal/catalog"
 	"timestore/internal/client"
-	"timestore/internal/server"
 	"timestore/internal/testutil/s3test"
 	"timestore/internal/testutil/testserver"
 )
@@ -29,170 +26,36 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type bundle struct {
-	*testserver.Bundle
-	srv    *server.Server
-	http   *httptest.Server
-	client *client.Client
-}
-
-type setupOpts struct {
-	s3          bool
-	afterUpload func(ctx context.Context, files []catalog.PartitionFile) error
-	maxBody     int64
-}
-
-func setup(t *testing.T, o setupOpts) *bundle {
-	t.Helper()
-	tb := testserver.Start(t, testserver.Options{S3: o.s3, AfterUpload: o.afterUpload, MaxBodyBytes: o.maxBody})
-	return &bundle{Bundle: tb, srv: tb.Server, http: tb.HTTP, client: tb.Client}
-}
-
-var cpuColumns = []client.Column{{Name: "ts", Type: "timestamp"}, {Name: "host", Type: "varchar"}, {Name: "value", Type: "double"}}
-
-func (b *bundle) createCPU(t *testing.T, name, target, partition string) {
-	t.Helper()
-	_, err := b.client.CreateDataset(context.Background(), client.CreateDataset{
-		Name: name, Columns: cpuColumns, TimeColumn: "ts", Partition: partition, Target: target,
-	})
-	require.NoError(t, err)
-}
-
-// row is one generated cpu row.
-type row struct {
-	ts    time.Time
-	host  string
-	value float64
-}
-
-func genRows(n int, start time.Time, step time.Duration) []row {
-	rows := make([]row, n)
-	for i := range rows {
-		rows[i] = row{ts: start.Add(time.Duration(i) * step), host: fmt.Sprintf("h%d", i%7), value: float64(i%1000)/8 - 3}
-	}
-	return rows
-}
-
-func encode(format string, rows []row) string {
-	var sb strings.Builder
-	switch format {
-	case "csv":
-		sb.WriteString("ts,host,value\n")
-		for _, r := range rows {
-			fmt.Fprintf(&sb, "%s,%s,%v\n", r.ts.Format(time.RFC3339Nano), r.host, r.value)
-		}
-	case "ndjson":
-		for _, r := range rows {
-			fmt.Fprintf(&sb, `{"ts":%q,"host":%q,"value":%v}`+"\n", r.ts.Format(time.RFC3339Nano), r.host, r.value)
-		}
-	case "json":
-		sb.WriteString("[")
-		for i, r := range rows {
-			if i > 0 {
-				sb.WriteString(",")
-			}
-			fmt.Fprintf(&sb, `{"ts":%q,"host":%q,"value":%v}`, r.ts.Format(time.RFC3339Nano), r.host, r.value)
-		}
-		sb.WriteString("]")
-	}
-	return sb.String()
-}
-
-type aggregates struct {
-	count         int64
-	sum, min, max float64
-	tmin, tmax    time.Time
-}
-
-func expected(rows []row) aggregates {
-	a := aggregates{min: math.Inf(1), max: math.Inf(-1)}
-	for i, r := range rows {
-		a.count++
-		a.sum += r.value
-		a.min = math.Min(a.min, r.value)
-		a.max = math.Max(a.max, r.value)
-		if i == 0 || r.ts.Before(a.tmin) {
-			a.tmin = r.ts
-		}
-		if i == 0 || r.ts.After(a.tmax) {
-			a.tmax = r.ts
-		}
-	}
-	return a
-}
-
-func num(t *testing.T, v any) float64 {
-	t.Helper()
-	n, ok := v.(json.Number)
-	require.True(t, ok, "want a number, got %T %v", v, v)
-	f, err := n.Float64()
-	require.NoError(t, err)
-	return f
-}
-
-func (b *bundle) aggregates(t *testing.T, name string, from, to string) aggregates {
-	t.Helper()
-	res, err := b.client.Query(context.Background(), name, client.QueryRequest{
-		SQL:  fmt.Sprintf("SELECT count(*), coalesce(sum(value), 0), min(value), max(value), min(ts), max(ts) FROM %s", name),
-		From: from, To: to,
-	})
-	require.NoError(t, err)
-	require.Len(t, res.Rows, 1)
-	r := res.Rows[0]
-	a := aggregates{count: int64(num(t, r[0])), sum: num(t, r[1])}
-	if a.count > 0 {
-		a.min, a.max = num(t, r[2]), num(t, r[3])
-		var err error
-		a.tmin, err = time.Parse(time.RFC3339Nano, r[4].(string))
-		require.NoError(t, err)
-		a.tmax, err = time.Parse(time.RFC3339Nano, r[5].(string))
-		require.NoError(t, err)
-	}
-	return a
-}
-
-func requireAggregates(t *testing.T, want, got aggregates) {
-	t.Helper()
-	require.Equal(t, want.count, got.count, "row count")
-	require.InDelta(t, want.sum, got.sum, 1e-6, "sum")
-	if want.count > 0 {
-		require.Equal(t, want.min, got.min, "min")
-		require.Equal(t, want.max, got.max, "max")
-		require.True(t, want.tmin.Equal(got.tmin), "min(ts) want %s got %s", want.tmin, got.tmin)
-		require.True(t, want.tmax.Equal(got.tmax), "max(ts) want %s got %s", want.tmax, got.tmax)
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, target := range []string{"local", "remote"} {
 		t.Run(target, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, setupOpts{s3: target == "remote"})
+			b := testserver.Start(t, testserver.Options{S3: target == "remote"})
 			ctx := context.Background()
 			start := time.Date(2024, 5, 1, 22, 0, 0, 0, time.UTC)
 			for i, format := range []string{"csv", "ndjson", "json"} {
 				name := "cpu_" + format
-				b.createCPU(t, name, target, "day")
+				b.CreateCPU(t, name, target, "day")
 				// 3000 rows, 1 minute apart: spans 3 days from 22:00.
-				rows := genRows(3000, start.Add(time.Duration(i)*time.Hour), time.Minute)
-				res, err := b.client.Ingest(ctx, name, format, strings.NewReader(encode(format, rows)), "")
+				rows := testserver.GenRows(3000, start.Add(time.Duration(i)*time.Hour), time.Minute)
+				res, err := b.Client.Ingest(ctx, name, format, strings.NewReader(testserver.Encode(format, rows)), "")
 				require.NoError(t, err)
 				require.EqualValues(t, len(rows), res.RowsWritten)
 				require.EqualValues(t, 1, res.ManifestVersion)
-				requireAggregates(t, expected(rows), b.aggregates(t, name, "", ""))
+				testserver.RequireAggregates(t, testserver.Expected(rows), b.Aggregates(t, name, "", ""))
 
 				// Time pruning: [from, to) picks exactly the rows in range.
 				from, to := start.Add(24*time.Hour), start.Add(30*time.Hour)
-				var in []row
+				var in []testserver.Row
 				for _, r := range rows {
-					if !r.ts.Before(from) && r.ts.Before(to) {
+					if !r.TS.Before(from) && r.TS.Before(to) {
 						in = append(in, r)
 					}
 				}
-				requireAggregates(t, expected(in), b.aggregates(t, name, from.Format(time.RFC3339), to.Format(time.RFC3339)))
+				testserver.RequireAggregates(t, testserver.Expected(in), b.Aggregates(t, name, from.Format(time.RFC3339), to.Format(time.RFC3339)))
 
-				parts, err := b.client.Partitions(ctx, name, "live")
+				parts, err := b.Client.Partitions(ctx, name, "live")
 				require.NoError(t, err)
 				for _, p := range parts {
 					require.Equal(t, target, p.Target)
@@ -204,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestWindowsSplitIntoPartitions(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		partition string
@@ -218,11 +81,11 @@ func TestWindowsSplitIntoPartitions(t *testing.T) {
 		{"month", time.Date(2023, 12, 31, 0, 0, 0, 0, time.UTC), 24 * time.Hour, 40, 3}, // Dec 31 .. Feb 8
 	} {
 		name := "w_" + tc.partition
-		b.createCPU(t, name, "local", tc.partition)
-		rows := genRows(tc.n, tc.start, tc.step)
-		_, err := b.client.Ingest(ctx, name, "csv", strings.NewReader(encode("csv", rows)), "")
+		b.CreateCPU(t, name, "local", tc.partition)
+		rows := testserver.GenRows(tc.n, tc.start, tc.step)
+		_, err := b.Client.Ingest(ctx, name, "csv", strings.NewReader(testserver.Encode("csv", rows)), "")
 		require.NoError(t, err)
-		parts, err := b.client.Partitions(ctx, name, "live")
+		parts, err := b.Client.Partitions(ctx, name, "live")
 		require.NoError(t, err)
 		require.Len(t, parts, tc.windows, tc.partition)
 		var total int64
@@ -233,15 +96,15 @@ func TestWindowsSplitIntoPartitions(t *testing.T) {
 			require.False(t, p.TimeMax.Before(p.TimeMin))
 			require.True(t, p.TimeMax.Before(we), "partition %d crosses its window: %s >= %s", p.ID, p.TimeMax, we)
 			// time bounds are exactly the rows of that window
-			var in []row
+			var in []testserver.Row
 			for _, r := range rows {
-				if !r.ts.Before(ws) && r.ts.Before(we) {
+				if !r.TS.Before(ws) && r.TS.Before(we) {
 					in = append(in, r)
 				}
 			}
-			e := expected(in)
-			require.EqualValues(t, e.count, p.RowCount)
-			require.True(t, e.tmin.Equal(p.TimeMin) && e.tmax.Equal(p.TimeMax), "bounds of partition %d: want %s..%s got %s..%s", p.ID, e.tmin, e.tmax, p.TimeMin, p.TimeMax)
+			e := testserver.Expected(in)
+			require.EqualValues(t, e.Count, p.RowCount)
+			require.True(t, e.TMin.Equal(p.TimeMin) && e.TMax.Equal(p.TimeMax), "bounds of partition %d: want %s..%s got %s..%s", p.ID, e.TMin, e.TMax, p.TimeMin, p.TimeMax)
 			require.Contains(t, p.Key, name+"/")
 			total += p.RowCount
 		}
@@ -257,12 +120,12 @@ type state struct {
 	objects []string
 }
 
-func (b *bundle) state(t *testing.T, name string) state {
+func datasetState(t *testing.T, b *testserver.Bundle, name string) state {
 	t.Helper()
-	d, err := b.client.GetDataset(context.Background(), name)
+	d, err := b.Client.GetDataset(context.Background(), name)
 	require.NoError(t, err)
 	var objs []string
-	root := filepath.Join(b.srv.Config.DataDir, "objects")
+	root := filepath.Join(b.Server.Config.DataDir, "objects")
 	filepath.WalkDir(root, func(path string, de os.DirEntry, err error) error {
 		if err == nil && !de.IsDir() {
 			objs = append(objs, path)
@@ -274,15 +137,15 @@ func (b *bundle) state(t *testing.T, name string) state {
 
 func TestBadInputChangesNothing(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{maxBody: 64 << 10})
+	b := testserver.Start(t, testserver.Options{MaxBodyBytes: 64 << 10})
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "local", "day")
-	_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,a,1\n"), "")
+	b.CreateCPU(t, "cpu", "local", "day")
+	_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,a,1\n"), "")
 	require.NoError(t, err)
-	before := b.state(t, "cpu")
+	before := datasetState(t, b, "cpu")
 
 	post := func(ctype, body string) (int, client.Error) {
-		req, _ := http.NewRequest(http.MethodPost, b.http.URL+"/v1/datasets/cpu/rows", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, b.HTTP.URL+"/v1/datasets/cpu/rows", strings.NewReader(body))
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
@@ -333,7 +196,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if tc.column != "" {
 				require.Equal(t, tc.column, e.Column, "column in %q", e.Message)
 			}
-			require.Equal(t, before, b.state(t, "cpu"), "bad input changed the dataset")
+			require.Equal(t, before, datasetState(t, b, "cpu"), "bad input changed the dataset")
 		})
 	}
 
@@ -353,7 +216,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"POST", "/v1/datasets", `{"name":"ok","columns":[{"name":"ts","type":"timestamp"}],"time_column":"ts","target":"nowhere"}`, 400},
 		{"POST", "/v1/datasets", `{"name":"cpu","columns":[{"name":"ts","type":"timestamp"}],"time_column":"ts"}`, 409},
 	} {
-		req, _ := http.NewRequest(tc.method, b.http.URL+tc.path, strings.NewReader(tc.body))
+		req, _ := http.NewRequest(tc.method, b.HTTP.URL+tc.path, strings.NewReader(tc.body))
 		if tc.body != "" {
 			if strings.HasSuffix(tc.path, "/rows") {
 				req.Header.Set("Content-Type", "text/csv")
@@ -369,22 +232,22 @@ func TestBadInputChangesNothing(t *testing.T) {
 		require.Equal(t, tc.status, resp.StatusCode, "%s %s: %s", tc.method, tc.path, eb.Error.Message)
 		require.NotEmpty(t, eb.Error.Message)
 	}
-	require.Equal(t, before, b.state(t, "cpu"))
+	require.Equal(t, before, datasetState(t, b, "cpu"))
 }
 
 func TestSQLSandbox(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "local", "day")
-	b.createCPU(t, "secret", "local", "day")
-	_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,a,1\n"), "")
+	b.CreateCPU(t, "cpu", "local", "day")
+	b.CreateCPU(t, "secret", "local", "day")
+	_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,a,1\n"), "")
 	require.NoError(t, err)
-	_, err = b.client.Ingest(ctx, "secret", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,password,42\n"), "")
+	_, err = b.Client.Ingest(ctx, "secret", "csv", strings.NewReader("ts,host,value\n2024-01-01T00:00:00Z,password,42\n"), "")
 	require.NoError(t, err)
-	sp, err := b.client.Partitions(ctx, "secret", "live")
+	sp, err := b.Client.Partitions(ctx, "secret", "live")
 	require.NoError(t, err)
-	secretFile := filepath.Join(b.srv.Config.DataDir, "objects", sp[0].Key)
+	secretFile := filepath.Join(b.Server.Config.DataDir, "objects", sp[0].Key)
 	_, err = os.Stat(secretFile)
 	require.NoError(t, err)
 
@@ -402,7 +265,7 @@ func TestSQLSandbox(t *testing.T) {
 		"SELECT 1; SELECT 2",
 		"SELECT * FROM glob('/*')",
 	} {
-		_, err := b.client.Query(ctx, "cpu", client.QueryRequest{SQL: sql})
+		_, err := b.Client.Query(ctx, "cpu", client.QueryRequest{SQL: sql})
 		require.Error(t, err, sql)
 		var ce *client.Error
 		require.True(t, errors.As(err, &ce), "%s: %v", sql, err)
@@ -411,61 +274,61 @@ func TestSQLSandbox(t *testing.T) {
 	}
 	_, err = os.Stat("/tmp/timestore-sandbox-escape.csv")
 	require.True(t, os.IsNotExist(err))
-	res, err := b.client.Query(ctx, "cpu", client.QueryRequest{SQL: "SELECT host, sum(value) FROM cpu GROUP BY host"})
+	res, err := b.Client.Query(ctx, "cpu", client.QueryRequest{SQL: "SELECT host, sum(value) FROM cpu GROUP BY host"})
 	require.NoError(t, err)
 	require.Equal(t, [][]any{{"a", json.Number("1")}}, res.Rows)
 }
 
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "local", "day")
-	body := encode("csv", genRows(100, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour))
-	first, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "batch-1")
+	b.CreateCPU(t, "cpu", "local", "day")
+	body := testserver.Encode("csv", testserver.GenRows(100, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour))
+	first, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "batch-1")
 	require.NoError(t, err)
-	before := b.state(t, "cpu")
-	again, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "batch-1")
+	before := datasetState(t, b, "cpu")
+	again, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "batch-1")
 	require.NoError(t, err)
 	require.True(t, again.Replayed)
 	require.Equal(t, first.RowsWritten, again.RowsWritten)
 	require.Equal(t, first.PartitionsWritten, again.PartitionsWritten)
 	require.Equal(t, first.ManifestVersion, again.ManifestVersion)
-	require.Equal(t, before, b.state(t, "cpu"), "a replay wrote something")
+	require.Equal(t, before, datasetState(t, b, "cpu"), "a replay wrote something")
 	// Same key, other body: refused.
-	_, err = b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(body+"2030-01-01T00:00:00Z,x,1\n"), "batch-1")
+	_, err = b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(body+"2030-01-01T00:00:00Z,x,1\n"), "batch-1")
 	var ce *client.Error
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, 409, ce.Status)
-	require.Equal(t, before, b.state(t, "cpu"))
+	require.Equal(t, before, datasetState(t, b, "cpu"))
 }
 
 func TestConcurrentIngests(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
-	b.createCPU(t, "cpu", "local", "hour")
+	b.CreateCPU(t, "cpu", "local", "hour")
 	const n = 8
 	var wg sync.WaitGroup
-	var all []row
+	var all []testserver.Row
 	errs := make([]error, n)
 	for i := 0; i < n; i++ {
-		rows := genRows(500, time.Date(2024, 1, 1, i, 0, 0, 0, time.UTC), 3*time.Second)
+		rows := testserver.GenRows(500, time.Date(2024, 1, 1, i, 0, 0, 0, time.UTC), 3*time.Second)
 		all = append(all, rows...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = b.client.Ingest(ctx, "cpu", "ndjson", strings.NewReader(encode("ndjson", rows)), "")
+			_, errs[i] = b.Client.Ingest(ctx, "cpu", "ndjson", strings.NewReader(testserver.Encode("ndjson", rows)), "")
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	d, err := b.client.GetDataset(ctx, "cpu")
+	d, err := b.Client.GetDataset(ctx, "cpu")
 	require.NoError(t, err)
 	require.EqualValues(t, n, d.ManifestVersion)
-	requireAggregates(t, expected(all), b.aggregates(t, "cpu", "", ""))
+	testserver.RequireAggregates(t, testserver.Expected(all), b.Aggregates(t, "cpu", "", ""))
 }
 
 func TestCrashBetweenUploadAndCommit(t *testing.T) {
@@ -476,7 +339,7 @@ func TestCrashBetweenUploadAndCommit(t *testing.T) {
 			var fail sync.Map // dataset runs that must fail after upload
 			var uploaded []catalog.PartitionFile
 			var mu sync.Mutex
-			b := setup(t, setupOpts{s3: target == "remote", afterUpload: func(ctx context.Context, files []catalog.PartitionFile) error {
+			b := testserver.Start(t, testserver.Options{S3: target == "remote", AfterUpload: func(ctx context.Context, files []catalog.PartitionFile) error {
 				if _, ok := fail.Load("on"); ok {
 					mu.Lock()
 					uploaded = append(uploaded, files...)
@@ -486,18 +349,18 @@ func TestCrashBetweenUploadAndCommit(t *testing.T) {
 				return nil
 			}})
 			ctx := context.Background()
-			b.createCPU(t, "cpu", target, "day")
-			rows := genRows(200, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), 10*time.Minute)
-			body := encode("csv", rows)
+			b.CreateCPU(t, "cpu", target, "day")
+			rows := testserver.GenRows(200, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), 10*time.Minute)
+			body := testserver.Encode("csv", rows)
 			fail.Store("on", true)
-			_, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "k1")
+			_, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "k1")
 			require.Error(t, err)
 			require.NotEmpty(t, uploaded)
-			d, err := b.client.GetDataset(ctx, "cpu")
+			d, err := b.Client.GetDataset(ctx, "cpu")
 			require.NoError(t, err)
 			require.EqualValues(t, 0, d.ManifestVersion, "no manifest change")
 			require.EqualValues(t, 0, d.Totals.Partitions, "no reference")
-			tgt, err := b.srv.Targets.Get(target)
+			tgt, err := b.Server.Targets.Get(target)
 			require.NoError(t, err)
 			for _, f := range uploaded {
 				_, err := tgt.Bucket.Attributes(ctx, f.Key)
@@ -505,40 +368,40 @@ func TestCrashBetweenUploadAndCommit(t *testing.T) {
 			}
 			// The data can be ingested again, with the same key.
 			fail.Delete("on")
-			res, err := b.client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "k1")
+			res, err := b.Client.Ingest(ctx, "cpu", "csv", strings.NewReader(body), "k1")
 			require.NoError(t, err)
 			require.False(t, res.Replayed)
-			requireAggregates(t, expected(rows), b.aggregates(t, "cpu", "", ""))
+			testserver.RequireAggregates(t, testserver.Expected(rows), b.Aggregates(t, "cpu", "", ""))
 		})
 	}
 }
 
 func TestHealthAndDatasetCRUD(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
 	for _, p := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get(b.http.URL + p)
+		resp, err := http.Get(b.HTTP.URL + p)
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, 200, resp.StatusCode, p)
 	}
-	b.createCPU(t, "cpu", "local", "day")
-	ds, err := b.client.ListDatasets(ctx)
+	b.CreateCPU(t, "cpu", "local", "day")
+	ds, err := b.Client.ListDatasets(ctx)
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
-	d, err := b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d"}}`))
+	d, err := b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"30d"}}`))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"retention":{"max_age":"30d"}}`, string(d.Policy))
-	_, err = b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"soon"}}`))
+	_, err = b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"max_age":"soon"}}`))
 	require.True(t, client.IsClientError(err), "%v", err)
-	_, err = b.client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"maxage":"1d"}}`))
+	_, err = b.Client.SetPolicy(ctx, "cpu", json.RawMessage(`{"retention":{"maxage":"1d"}}`))
 	require.True(t, client.IsClientError(err), "%v", err)
-	require.NoError(t, b.client.DeleteDataset(ctx, "cpu"))
-	_, err = b.client.GetDataset(ctx, "cpu")
+	require.NoError(t, b.Client.DeleteDataset(ctx, "cpu"))
+	_, err = b.Client.GetDataset(ctx, "cpu")
 	var ce *client.Error
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, 404, ce.Status)
 	// The name can be used again.
-	b.createCPU(t, "cpu", "local", "day")
+	b.CreateCPU(t, "cpu", "local", "day")
 }
