@@ -1,7 +1,10 @@
-// Package e2e holds end-to-end tests that run real `timestore serve`
+// Package e2e holds the end-to-end tests. Some run real `timestore serve`
 // processes (internal/testutil/nodetest) against the machine's Postgres and
 // real versitygw servers: crash points (SIGKILL at every fault point,
-// restart, recovery) and multi-node operation.
+// restart, recovery) and multi-node operation. The others drive a complete
+// in-process server (internal/testutil/testserver) the way an operator does:
+// lifecycle jobs through the CLI, and storage and database faults (S3
+// stopped, Postgres connections killed) in the middle of a job.
 package e2e
 
 import (

@@ -1,4 +1,4 @@
-package server_test
+package e2e
 
 // Storage and database faults during lifecycle jobs: the S3 server stopped in
 // the middle of an export, a compaction and a sweep, and every Postgres
