@@ -1,14 +1,12 @@
-package server_test
+package api_test
 
 import (
-	"log/slog"
 	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/config"
-	"timestore/internal/server"
 	"timestore/internal/testutil/testserver"
 )
 
@@ -75,20 +73,4 @@ func TestOpenDataPlaneIgnoresUnknownTokens(t *testing.T) {
 	require.Equal(t, 200, status(t, "GET", u+"/v1/datasets", "admin-token"))
 	require.Equal(t, 401, status(t, "GET", u+"/admin/v1/audit", "stale-token"))
 	require.Equal(t, 200, status(t, "GET", u+"/admin/v1/audit", "admin-token"))
-}
-
-// Two processes on one data directory would undo each other's cache work:
-// the second is refused, and the directory is free again once the first
-// closes.
-func TestDataDirLocked(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	first := testserver.Start(t, testserver.Options{Configure: func(c *config.Config) { c.DataDir = dir }})
-	cfg := first.Server.Config
-	_, err := server.New(t.Context(), cfg, slog.New(slog.DiscardHandler), server.Options{})
-	require.ErrorContains(t, err, "is in use by another timestore process")
-	first.Server.Close()
-	again, err := server.New(t.Context(), cfg, slog.New(slog.DiscardHandler), server.Options{})
-	require.NoError(t, err)
-	again.Close()
 }
