@@ -1,6 +1,8 @@
 // Package catalog keeps the manifest of every dataset in Postgres: datasets,
 // partitions, manifest versions and the audit log. All SQL of the project lives
 // here, behind Store; other packages see only the plain types of this file.
+//
+// Read docs/design.md before changing SQL here: the partition life cycle, the lock rules and the write/delete order.
 package catalog
 
 import (

@@ -8,6 +8,8 @@
 // transaction that re-checks that every input is still live. Compaction marks
 // its inputs removed and never deletes them: the sweeper does, after the
 // grace period and once no query lease pins them.
+//
+// The rules it follows (partition life cycle, locks, write before reference, unknown commit outcomes): docs/design.md.
 package compaction
 
 import (

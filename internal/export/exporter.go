@@ -17,6 +17,8 @@
 // overwritten or deleted, so the export stays a complete archive of every
 // row it ever held even after retention pruned them from timestore. Only
 // files of failed attempts (never verified) are replaced or deleted.
+//
+// The rules it follows (locks, leases, audited deletion, the job's shape): docs/design.md.
 package export
 
 import (

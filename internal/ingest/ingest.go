@@ -4,6 +4,8 @@
 // change. Files are written before they are referenced; a failure before the
 // commit leaves at most unreferenced objects, which it deletes on a best-effort
 // basis (reconcile reclaims anything left).
+//
+// The rules it follows (write before reference, unknown commit outcomes): docs/design.md.
 package ingest
 
 import (

@@ -14,6 +14,8 @@
 // while a manual run waits, yields one job. Tasks must be safe to run twice:
 // a job whose process died is rescued and run again (see
 // Options.RescueAfter).
+//
+// How a lifecycle job is built (Task, outcomes, uniqueness, fault points) is in docs/design.md.
 package jobs
 
 import (

@@ -7,6 +7,8 @@
 // dropped from the catalog: that takes a person.
 //
 // It is the reconcile lifecycle job: Task implements jobs.Task.
+//
+// The rules it follows (dereference before delete, audited deletion, the job's shape): docs/design.md.
 package reconcile
 
 import (

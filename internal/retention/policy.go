@@ -13,6 +13,8 @@
 //     objects.
 //
 // Holds (AddHold) keep time ranges of a dataset from being removed.
+//
+// The rules it follows (partition life cycle, locks, leases, audited deletion): docs/design.md.
 package retention
 
 import (
