@@ -16,7 +16,9 @@ import (
 // TestCompactionThroughCLI merges small ingests through the job harness and
 // honours the no-compact mark.
 func TestCompactionThroughCLI(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its in-process server holds full connection pools, and
+	// this binary runs the crash scenarios 24 at a time (crashParallel);
+	// sequential tests run before the parallel ones, never beside them.
 	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
 	u := b.HTTP.URL

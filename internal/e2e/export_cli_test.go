@@ -15,7 +15,9 @@ import (
 // TestExportThroughCLI exports cold data to the S3 target through the job
 // harness and lists it.
 func TestExportThroughCLI(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its in-process server holds full connection pools, and
+	// this binary runs the crash scenarios 24 at a time (crashParallel);
+	// sequential tests run before the parallel ones, never beside them.
 	b := testserver.Start(t, testserver.Options{S3: true})
 	ctx := context.Background()
 	u := b.HTTP.URL

@@ -16,6 +16,8 @@ import (
 	"timestore/internal/testutil/testserver"
 )
 
+// runCLI runs the timestore CLI against server and returns its exit code,
+// standard output and standard error.
 func runCLI(t *testing.T, server string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -26,7 +28,9 @@ func runCLI(t *testing.T, server string, args ...string) (int, string, string) {
 // TestMaintenanceThroughCLI triggers a job, follows it, and finds it in the
 // job list, its details, the lifecycle status and the audit log.
 func TestMaintenanceThroughCLI(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its in-process server holds full connection pools, and
+	// this binary runs the crash scenarios 24 at a time (crashParallel);
+	// sequential tests run before the parallel ones, never beside them.
 	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
 	b.CreateCPU(t, "cpu", "local", "day")

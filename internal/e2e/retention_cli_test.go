@@ -17,7 +17,9 @@ import (
 // TestRetentionThroughCLI drives retention, holds, restore and the sweep
 // through the CLI and the jobs of a running server.
 func TestRetentionThroughCLI(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its in-process server holds full connection pools, and
+	// this binary runs the crash scenarios 24 at a time (crashParallel);
+	// sequential tests run before the parallel ones, never beside them.
 	b := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
 	u := b.HTTP.URL
