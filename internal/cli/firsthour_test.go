@@ -1,0 +1,146 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"timestore/internal/config"
+	"timestore/internal/testutil/testserver"
+)
+
+// The first hour of a new user: each message says what was wrong and what
+// to do instead.
+func TestCLIFirstHourMessages(t *testing.T) {
+	t.Parallel()
+	b := testserver.Start(t, testserver.Options{NoWorkers: true})
+	url := b.HTTP.URL
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+
+	// An unknown dataset: named, with the command that lists the others.
+	for _, args := range [][]string{
+		{"dataset", "show", "nope"},
+		{"query", "nope", "--sql", "SELECT 1"},
+		{"partitions", "list", "nope"},
+		{"maintenance", "run", "retention", "--dataset", "nope", "--dry-run"},
+		{"maintenance", "status", "nope"},
+	} {
+		r := runCLI(t, url, args...)
+		require.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+		require.Contains(t, r.stderr, `dataset "nope" not found: list datasets with "timestore dataset list"`, args)
+		require.Contains(t, r.stderr, "HTTP 404 not_found", args)
+		require.NotContains(t, r.stderr, "snapshot dataset", args)
+	}
+
+	// --server without a scheme means http://; a wrong scheme is refused.
+	r := runCLI(t, strings.TrimPrefix(url, "http://"), "dataset", "list")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(t, "ftp://127.0.0.1:1", "dataset", "list")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, `scheme "ftp" is not http or https; want a URL such as http://127.0.0.1:8080`)
+
+	// An unknown storage target: the known ones and how to add one.
+	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts", "--target", "cold")
+	require.Equal(t, 2, r.code, r.stderr)
+	for _, want := range []string{`unknown storage target "cold"`, "known targets: local", "TIMESTORE_TARGET_COLD=", "docs/configuration.md"} {
+		require.Contains(t, r.stderr, want)
+	}
+	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts",
+		"--policy-file", write("export.json", `{"export":{"target":"archive"}}`))
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "policy.export.target")
+	require.Contains(t, r.stderr, "TIMESTORE_TARGET_ARCHIVE=")
+
+	// Policy errors name the field and suggest the form.
+	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts",
+		"--policy-file", write("days.json", `{"retention":{"max_age":"30 days"}}`))
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, `policy.retention.max_age: invalid duration "30 days"`)
+	require.Contains(t, r.stderr, `write "30d"`)
+	r = runCLI(t, url, "dataset", "list", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.JSONEq(t, `{"datasets":[]}`, r.stdout, "a refused dataset is not created")
+
+	// Sizes with units, weeks; dataset update is set-policy.
+	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(t, url, "dataset", "update", "cpu", "--file", write("ok.json", `{"retention":{"max_bytes":"10GB","max_age":"1w"},"compaction":{"target_file_bytes":"64MiB"}}`), "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var d struct {
+		Policy struct {
+			Retention struct {
+				MaxAge   string `json:"max_age"`
+				MaxBytes int64  `json:"max_bytes"`
+			}
+			Compaction struct {
+				TargetFileBytes int64 `json:"target_file_bytes"`
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &d), r.stdout)
+	require.Equal(t, int64(10_000_000_000), d.Policy.Retention.MaxBytes)
+	require.Equal(t, "7d", d.Policy.Retention.MaxAge)
+	require.Equal(t, int64(64<<20), d.Policy.Compaction.TargetFileBytes)
+	r = runCLI(t, url, "dataset", "set-policy", "cpu", "--file", write("bytes.json", `{"retention":{"max_bytes":"10G"}}`))
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, `policy.retention.max_bytes: invalid size "10G": "G" is ambiguous: say GB (powers of 1000) or GiB (powers of 1024)`)
+
+	// The policy commands' help points at docs/policy.md and summarises the format.
+	for _, c := range [][]string{{"dataset", "create", "--help"}, {"dataset", "set-policy", "--help"}, {"dataset", "update", "--help"}} {
+		r = runCLI(t, url, c...)
+		require.Equal(t, 0, r.code, r.stderr)
+		for _, want := range []string{"docs/policy.md", `"30d"`, `"1w"`, `"10GB"`, `"512MiB"`, "@every 15m"} {
+			require.Contains(t, r.stdout, want, c)
+		}
+	}
+
+	// dataset list shows partitions, rows and bytes.
+	r = runCLI(t, url, "ingest", "cpu", write("rows.csv", "ts,v\n2024-05-01T10:00:00Z,1\n2024-05-01T11:00:00Z,2\n"))
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(t, url, "dataset", "list")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2, r.stdout)
+	require.Equal(t, []string{"NAME", "TIME_COLUMN", "PARTITION", "TARGET", "MANIFEST_VERSION", "PARTITIONS", "ROWS", "BYTES"}, strings.Fields(lines[0]))
+	require.Regexp(t, `^cpu\s+ts\s+day\s+local\s+1\s+1\s+2\s+[0-9.]+ (B|KiB)$`, lines[1])
+	r = runCLI(t, url, "dataset", "list", "-o", "csv")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `\ncpu,ts,day,local,1,1,2,[1-9][0-9]*\n$`, r.stdout)
+
+	// Destructive commands off a terminal need --yes; nothing is changed without it.
+	r = runCLI(t, url, "dataset", "delete", "cpu")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, `delete dataset "cpu" and all its data: refusing without --yes, because standard input is not a terminal`)
+	r = runCLI(t, url, "dataset", "show", "cpu")
+	require.Equal(t, 0, r.code, "the dataset is still there: %s", r.stderr)
+	r = runCLI(t, url, "holds", "release", "1")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "release hold 1")
+	require.Contains(t, r.stderr, "pass --yes")
+	r = runCLI(t, url, "dataset", "delete", "cpu", "--yes")
+	require.Equal(t, 0, r.code, r.stderr)
+}
+
+// A 401 says how to pass the token.
+func TestCLIUnauthorizedSaysHowToPassToken(t *testing.T) {
+	t.Parallel()
+	b := testserver.Start(t, testserver.Options{NoWorkers: true, Configure: func(c *config.Config) { c.Token = "s3cret-token" }})
+	for _, args := range [][]string{{"dataset", "list", "--token", ""}, {"dataset", "list", "--token", "wrong"}} {
+		r := runCLI(t, b.HTTP.URL, args...)
+		require.Equal(t, 2, r.code, r.stderr)
+		for _, want := range []string{"HTTP 401 unauthorized", "--token", "TIMESTORE_TOKEN", "Authorization: Bearer"} {
+			require.Contains(t, r.stderr, want, args)
+		}
+	}
+	r := runCLI(t, b.HTTP.URL, "dataset", "list", "--token", "s3cret-token")
+	require.Equal(t, 0, r.code, r.stderr)
+}
