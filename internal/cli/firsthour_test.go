@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -143,4 +144,68 @@ func TestCLIUnauthorizedSaysHowToPassToken(t *testing.T) {
 	}
 	r := runCLI(t, b.HTTP.URL, "dataset", "list", "--token", "s3cret-token")
 	require.Equal(t, 0, r.code, r.stderr)
+}
+
+// Dry runs and --wait print for people with -o table; jobs list has the
+// scheduled time; a sweep waiting for its grace period shows as waiting,
+// not as an error.
+func TestCLIMaintenanceHumanOutput(t *testing.T) {
+	t.Parallel()
+	b := testserver.Start(t, testserver.Options{})
+	url := b.HTTP.URL
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "old.csv")
+	require.NoError(t, os.WriteFile(csvPath, []byte("ts,v\n2024-05-01T10:00:00Z,1\n2024-05-02T10:00:00Z,2\n"), 0o600))
+	policyPath := filepath.Join(dir, "policy.json")
+	require.NoError(t, os.WriteFile(policyPath, []byte(`{"retention":{"max_age":"4w","grace":"1h","schedule":"@yearly"}}`), 0o600))
+	r := runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts", "--policy-file", policyPath)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = runCLI(t, url, "ingest", "cpu", csvPath)
+	require.Equal(t, 0, r.code, r.stderr)
+
+	r = runCLI(t, url, "maintenance", "run", "retention", "--dataset", "cpu", "--dry-run")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.True(t, strings.HasPrefix(r.stdout, "dry run of retention on cpu: nothing was changed\n"), r.stdout)
+	require.NotContains(t, r.stdout, `{"`, "no JSON line")
+	require.Regexp(t, `(?m)^policy\.max_age:\s+28d$`, r.stdout)
+	require.Regexp(t, `(?m)^remove\.rows:\s+2$`, r.stdout)
+	require.Contains(t, r.stdout, "\nselected (2):\n")
+	require.Regexp(t, `(?m)^ID\s+WINDOW_START\s+TIME_MIN\s+TIME_MAX\s+ROWS\s+BYTES\s+RULE$`, r.stdout)
+	require.Regexp(t, `(?m)^[0-9]+\s+2024-05-01T00:00:00Z\s+.*\s+1\s+[0-9]+\s+max_age$`, r.stdout)
+	d, err := b.Client.GetDataset(t.Context(), "cpu")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, d.ManifestVersion, "the dry run changed nothing")
+	r = runCLI(t, url, "maintenance", "run", "retention", "--dataset", "cpu", "--dry-run", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.True(t, json.Valid([]byte(r.stdout)), r.stdout)
+
+	r = runCLI(t, url, "maintenance", "run", "retention", "--dataset", "cpu", "--wait")
+	require.Equal(t, 0, r.code, r.stderr)
+	progress := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	require.Regexp(t, `^job [0-9]+: retention of cpu: available$`, progress[0])
+	require.Regexp(t, `^job [0-9]+: completed \(attempt 1 of [0-9]+\)$`, progress[len(progress)-1])
+	for i := 1; i < len(progress); i++ {
+		require.NotEqual(t, progress[i-1], progress[i], "a line repeated: %q", r.stderr)
+	}
+	require.NotContains(t, r.stdout, `{"`, "the job's summary for people, not a JSON line: %s", r.stdout)
+
+	// Retention enqueued a sweep; within the grace period it waits.
+	r = runCLI(t, url, "maintenance", "run", "sweep", "--dataset", "cpu", "--wait")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `(?m)^job [0-9]+: scheduled: waiting until 20[0-9-]+T[0-9:]+Z: 2 removed partitions kept back \(grace 2, leases 0\)`, r.stderr)
+	require.NotContains(t, r.stderr, "JobSnoozeError")
+	r = runCLI(t, url, "jobs", "list", "--kind", "sweep", "--dataset", "cpu")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Equal(t, []string{"ID", "KIND", "DATASET", "STATE", "ATTEMPT", "CREATED_AT", "SCHEDULED_AT", "FINISHED_AT", "LAST_ERROR", "WAITING"}, strings.Fields(lines[0]))
+	require.Len(t, lines, 2, r.stdout)
+	require.Regexp(t, `^([0-9]+)\s+sweep\s+cpu\s+scheduled\s+\S+\s+\S+\s+(\S+)\s+-\s+waiting until (\S+): 2 removed partitions kept back`, lines[1])
+	m := regexp.MustCompile(`^([0-9]+)\s+sweep\s+cpu\s+scheduled\s+\S+\s+\S+\s+(\S+)\s+-\s+waiting until (\S+):`).FindStringSubmatch(lines[1])
+	require.Equal(t, m[2], m[3], "scheduled_at is when it waits until")
+	require.NotContains(t, r.stdout, "JobSnoozeError")
+	r = runCLI(t, url, "jobs", "show", m[1])
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `(?m)^note:\s+waiting until `+regexp.QuoteMeta(m[3])+`: 2 removed partitions kept back`, r.stdout)
+	require.NotContains(t, r.stdout, "JobSnoozeError")
+	require.NotContains(t, r.stdout, "error (attempt")
 }
