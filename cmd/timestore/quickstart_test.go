@@ -301,6 +301,7 @@ func dropDatabase(t *testing.T, adminURL, db string) {
 		}
 	})
 }
+
 var logMu sync.Mutex
 
 // lockedWriter collects a child's output from two pipes at once.
