@@ -87,8 +87,10 @@ func parseDuration(s string) (time.Duration, error) {
 		}
 		total += d
 	}
-	if total < 0 {
-		return 0, errors.New("overflow")
+	// The limit holds for every unit, so that any duration accepted can be
+	// rendered in days (String) and parsed back.
+	if total < 0 || total > maxDays*24*time.Hour {
+		return 0, errors.New("more than 100 years")
 	}
 	return total, nil
 }

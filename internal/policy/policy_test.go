@@ -20,7 +20,7 @@ func TestParseDuration(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "soon", "-1h", "-3d", "1.5d", "d", "3dd", "99999999d", "1d-1h", "1d1w", "1.5w", "30 days", "5300w"} {
+	for _, in := range []string{"", "soon", "-1h", "-3d", "1.5d", "d", "3dd", "99999999d", "1d-1h", "1d1w", "1.5w", "30 days", "5300w", "90000000m", "876601h"} {
 		_, err := ParseDuration(in)
 		require.Error(t, err, in)
 	}
