@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"net/http"
+	"strings"
 
 	"timestore/internal/catalog"
 	"timestore/internal/policy"
