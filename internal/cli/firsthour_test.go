@@ -30,6 +30,8 @@ func TestCLIFirstHourMessages(t *testing.T) {
 	// An unknown dataset: named, with the command that lists the others.
 	for _, args := range [][]string{
 		{"dataset", "show", "nope"},
+		{"ingest", "nope", write("one.csv", "ts,v\n2024-05-01T10:00:00Z,1\n")},
+		{"dataset", "set-policy", "nope", "--file", write("empty.json", `{}`)},
 		{"query", "nope", "--sql", "SELECT 1"},
 		{"partitions", "list", "nope"},
 		{"maintenance", "run", "retention", "--dataset", "nope", "--dry-run"},
