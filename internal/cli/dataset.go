@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -43,10 +44,29 @@ func readPolicyFile(path string) (json.RawMessage, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("policy file: %w", err)}
 	}
-	if !json.Valid(b) {
-		return nil, usagef("policy file %s: not valid JSON", path)
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := position(b, se.Offset)
+			return nil, usagef("policy file %s: not valid JSON at line %d, column %d: %v (the format: docs/policy.md)", path, line, col, se)
+		}
+		return nil, usagef("policy file %s: not valid JSON: %v (the format: docs/policy.md)", path, err)
 	}
 	return b, nil
+}
+
+// position converts a byte offset of b into a 1-based line and column.
+func position(b []byte, offset int64) (line, col int) {
+	line, col = 1, 1
+	for i := int64(0); i < offset-1 && i < int64(len(b)); i++ {
+		if b[i] == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }
 
 func newDatasetCreateCmd(g *globals) *cobra.Command {

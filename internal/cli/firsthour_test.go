@@ -73,6 +73,13 @@ func TestCLIFirstHourMessages(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.JSONEq(t, `{"datasets":[]}`, r.stdout, "a refused dataset is not created")
 
+	// A policy file that is not JSON: where.
+	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts",
+		"--policy-file", write("broken.json", "{\n  \"retention\": {\"max_age\": 30d}\n}\n"))
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "broken.json: not valid JSON at line 2, column 30")
+	require.Contains(t, r.stderr, "docs/policy.md")
+
 	// Sizes with units, weeks; dataset update is set-policy.
 	r = runCLI(t, url, "dataset", "create", "cpu", "--columns", "ts:timestamp,v:double", "--time-column", "ts")
 	require.Equal(t, 0, r.code, r.stderr)
