@@ -9,5 +9,5 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Execute(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(cli.ExecuteIO(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -89,14 +89,14 @@ func (s *Server) maintenance(w http.ResponseWriter, r *http.Request) error {
 	if req.DryRun {
 		plan, err := js.DryRun(r.Context(), req.Kind, req.Dataset)
 		if err != nil {
-			return jobsError(err)
+			return jobsError(s.explainNotFound(r, err, req.Dataset))
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"kind": req.Kind, "dataset": req.Dataset, "dry_run": true, "plan": plan})
 		return nil
 	}
 	job, dup, err := js.Trigger(r.Context(), req.Kind, req.Dataset, actor(r))
 	if err != nil {
-		return jobsError(err)
+		return jobsError(s.explainNotFound(r, err, req.Dataset))
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{
 		"job_id": job.ID, "kind": job.Kind, "dataset": job.Dataset, "state": job.State, "duplicate": dup,
@@ -177,7 +177,7 @@ func (s *Server) lifecycle(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := js.Lifecycle(r.Context(), name)
 	if err != nil {
-		return jobsError(err)
+		return jobsError(s.explainNotFound(r, err, name))
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil

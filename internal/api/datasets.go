@@ -2,10 +2,14 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"timestore/internal/catalog"
 	"timestore/internal/policy"
+	"timestore/internal/storage"
 )
 
 // CreateDatasetRequest is the body of POST /v1/datasets.
@@ -66,14 +70,24 @@ func (s *Server) createDataset(w http.ResponseWriter, r *http.Request) error {
 // checkTargets refuses a dataset or policy that names an unknown storage target.
 func (s *Server) checkTargets(d catalog.Dataset) error {
 	if _, err := s.opts.Targets.Get(d.Target); err != nil {
-		return badRequest("target: " + err.Error())
+		return badRequest("target: " + err.Error() + addTargetHint(d.Target, err))
 	}
 	if e := d.Policy.Export; e != nil && e.Target != "" {
 		if _, err := s.opts.Targets.Get(e.Target); err != nil {
-			return badRequest("policy.export.target: " + err.Error())
+			return badRequest("policy.export.target: " + err.Error() + addTargetHint(e.Target, err))
 		}
 	}
 	return nil
+}
+
+// addTargetHint says how an operator adds the storage target name, when err
+// is about an unknown one.
+func addTargetHint(name string, err error) string {
+	if !errors.Is(err, storage.ErrUnknownTarget) || catalog.ValidateName("target", name) != nil {
+		return ""
+	}
+	return fmt.Sprintf("; to add it, start the server with TIMESTORE_TARGET_%s=<url> (s3://bucket/prefix?… or file:///dir) "+
+		"or under targets: in its config file (see docs/configuration.md)", strings.ToUpper(name))
 }
 
 func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
@@ -81,10 +95,15 @@ func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ds == nil {
-		ds = []catalog.Dataset{}
+	out := make([]DatasetResponse, 0, len(ds))
+	for _, d := range ds {
+		totals, err := s.opts.Store.DatasetTotals(r.Context(), d.ID)
+		if err != nil {
+			return err
+		}
+		out = append(out, DatasetResponse{Dataset: d, Totals: totals})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"datasets": ds})
+	writeJSON(w, http.StatusOK, map[string]any{"datasets": out})
 	return nil
 }
 

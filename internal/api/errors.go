@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -83,7 +84,31 @@ func classify(err error) (int, ErrorBody) {
 	}
 }
 
+// DatasetNotFoundHint is what a "dataset not found" answer suggests.
+const DatasetNotFoundHint = `list datasets with "timestore dataset list" (GET /v1/datasets)`
+
+// datasetNotFound is the answer about a dataset that does not exist.
+func datasetNotFound(name string) error {
+	return &httpError{http.StatusNotFound, CodeNotFound, fmt.Sprintf("dataset %q not found: %s", name, DatasetNotFoundHint)}
+}
+
+// explainNotFound turns a catalog "not found" about the dataset a request
+// names (in its path, or dataset in its body) into a message a user can act
+// on, instead of the catalog's internal wording ("snapshot dataset "x": not
+// found"). Other "not found" errors (a partition, a version) are left alone:
+// the dataset is looked up to tell which it is.
+func (s *Server) explainNotFound(r *http.Request, err error, dataset string) error {
+	if !errors.Is(err, catalog.ErrNotFound) || dataset == "" || s.opts.Store == nil {
+		return err
+	}
+	if _, gerr := s.opts.Store.GetDataset(r.Context(), dataset); errors.Is(gerr, catalog.ErrNotFound) {
+		return datasetNotFound(dataset)
+	}
+	return err
+}
+
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	err = s.explainNotFound(r, err, r.PathValue("name"))
 	status, body := classify(err)
 	switch {
 	case status < 500:

@@ -205,6 +205,12 @@ func actor(r *http.Request) string {
 	return "api:anonymous"
 }
 
+// TokenHint says how a client passes the data-plane token.
+const TokenHint = `pass the server's token (its TIMESTORE_TOKEN) with --token TOKEN or the environment variable TIMESTORE_TOKEN on the CLI, or as the header "Authorization: Bearer TOKEN" over HTTP`
+
+// AdminTokenHint says how a client passes the admin token.
+const AdminTokenHint = `pass the server's admin token (its TIMESTORE_ADMIN_TOKEN) with the environment variable TIMESTORE_ADMIN_TOKEN or --token on the CLI, or as the header "Authorization: Bearer TOKEN" over HTTP`
+
 // bearer returns the token of an "Authorization: Bearer TOKEN" header. The
 // scheme name is case-insensitive (RFC 9110 section 11.1); the token is not.
 func bearer(r *http.Request) (string, bool) {
@@ -240,12 +246,12 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 				who = "api:user"
 			case s.opts.Token == "":
 			default:
-				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid bearer token"})
+				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid bearer token: " + TokenHint})
 				return
 			}
 		} else if s.opts.Token != "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="timestore"`)
-			s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "a bearer token is required"})
+			s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "a bearer token is required: " + TokenHint})
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who)))
@@ -286,7 +292,7 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 			switch {
 			case !ok:
 				challenge()
-				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "the admin token is required"})
+				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "the admin token is required: " + AdminTokenHint})
 				return
 			case tokenEqual(tok, s.opts.AdminToken):
 			case tokenEqual(tok, s.opts.Token):
@@ -294,7 +300,7 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 				return
 			default:
 				challenge()
-				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid admin token"})
+				s.writeError(w, r, &httpError{http.StatusUnauthorized, CodeUnauthorized, "invalid admin token: " + AdminTokenHint})
 				return
 			}
 		}

@@ -126,7 +126,11 @@ func TestCLIWorkflow(t *testing.T) {
 	require.Contains(t, r.stderr, "cannot reach the timestore server at http://127.0.0.1:1")
 	require.Contains(t, r.stderr, "--server or TIMESTORE_SERVER")
 
+	// Off a terminal, a delete needs --yes.
 	r = runCLI(t, url, "dataset", "delete", "cpu")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--yes")
+	r = runCLI(t, url, "dataset", "delete", "cpu", "--yes")
 	require.Equal(t, 0, r.code, r.stderr)
 }
 

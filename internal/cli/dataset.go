@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -43,10 +44,29 @@ func readPolicyFile(path string) (json.RawMessage, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("policy file: %w", err)}
 	}
-	if !json.Valid(b) {
-		return nil, usagef("policy file %s: not valid JSON", path)
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := position(b, se.Offset)
+			return nil, usagef("policy file %s: not valid JSON at line %d, column %d: %v (the format: docs/policy.md)", path, line, col, se)
+		}
+		return nil, usagef("policy file %s: not valid JSON: %v (the format: docs/policy.md)", path, err)
 	}
 	return b, nil
+}
+
+// position converts a byte offset of b into a 1-based line and column.
+func position(b []byte, offset int64) (line, col int) {
+	line, col = 1, 1
+	for i := int64(0); i < offset-1 && i < int64(len(b)); i++ {
+		if b[i] == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }
 
 func newDatasetCreateCmd(g *globals) *cobra.Command {
@@ -54,6 +74,7 @@ func newDatasetCreateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME --columns ts:timestamp,host:varchar,value:double --time-column ts",
 		Short: "Create a dataset",
+		Long:  "Create a dataset.\n\n" + policyHelp,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cols, err := parseColumns(columns)
@@ -78,7 +99,7 @@ func newDatasetCreateCmd(g *globals) *cobra.Command {
 	fs.StringVar(&timeCol, "time-column", "", "the column that orders and partitions rows")
 	fs.StringVar(&partition, "partition", "day", "partition window: hour, day or month")
 	fs.StringVar(&target, "target", "local", "storage target for the dataset's partitions")
-	fs.StringVar(&policyFile, "policy-file", "", "lifecycle policy JSON file")
+	fs.StringVar(&policyFile, "policy-file", "", "lifecycle policy JSON file (see docs/policy.md)")
 	cmd.MarkFlagRequired("columns")
 	cmd.MarkFlagRequired("time-column")
 	return cmd
@@ -120,9 +141,14 @@ func newDatasetListCmd(g *globals) *cobra.Command {
 			if ds == nil {
 				ds = []client.Dataset{}
 			}
-			t := table{header: []string{"name", "time_column", "partition", "target", "manifest_version"}, raw: map[string]any{"datasets": ds}}
+			t := table{header: []string{"name", "time_column", "partition", "target", "manifest_version", "partitions", "rows", "bytes"}, raw: map[string]any{"datasets": ds}}
 			for _, d := range ds {
-				t.rows = append(t.rows, []string{d.Name, d.TimeColumn, d.Partition, d.Target, strconv.FormatInt(d.ManifestVersion, 10)})
+				size := humanBytes(d.Totals.Bytes)
+				if g.output == "csv" {
+					size = strconv.FormatInt(d.Totals.Bytes, 10)
+				}
+				t.rows = append(t.rows, []string{d.Name, d.TimeColumn, d.Partition, d.Target, strconv.FormatInt(d.ManifestVersion, 10),
+					strconv.FormatInt(d.Totals.Partitions, 10), strconv.FormatInt(d.Totals.Rows, 10), size})
 			}
 			return g.print(t)
 		},
@@ -147,9 +173,11 @@ func newDatasetShowCmd(g *globals) *cobra.Command {
 func newDatasetSetPolicyCmd(g *globals) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
-		Use:   "set-policy NAME --file policy.json",
-		Short: "Replace a dataset's lifecycle policy",
-		Args:  cobra.ExactArgs(1),
+		Use:     "set-policy NAME --file policy.json",
+		Aliases: []string{"update"},
+		Short:   "Replace a dataset's lifecycle policy (alias: update)",
+		Long:    "Replace a dataset's lifecycle policy with the one in --file (the whole policy: a section left out is turned off).\n\n" + policyHelp,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := readPolicyFile(file)
 			if err != nil {
@@ -162,17 +190,23 @@ func newDatasetSetPolicyCmd(g *globals) *cobra.Command {
 			return g.printDataset(d)
 		},
 	}
-	cmd.Flags().StringVar(&file, "file", "", "policy JSON file")
+	cmd.Flags().StringVar(&file, "file", "", "policy JSON file (see docs/policy.md)")
 	cmd.MarkFlagRequired("file")
 	return cmd
 }
 
 func newDatasetDeleteCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "delete NAME",
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME [--yes]",
 		Short: "Delete a dataset (its partitions are removed and later swept)",
-		Args:  cobra.ExactArgs(1),
+		Long: "Delete a dataset: its partitions are removed and later swept, and its data cannot be queried again.\n" +
+			"Asks for confirmation on a terminal; elsewhere (scripts, pipes) --yes is required.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.confirm(yes, fmt.Sprintf("delete dataset %q and all its data", args[0])); err != nil {
+				return err
+			}
 			if err := g.client().DeleteDataset(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -180,4 +214,18 @@ func newDatasetDeleteCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking for confirmation")
+	return cmd
 }
+
+// policyHelp summarises the policy format for the commands that take one.
+const policyHelp = `The policy file is JSON with three optional sections; a section left out turns that part off.
+Every field is described in docs/policy.md. Example:
+
+  {"compaction": {"target_file_bytes": "128MiB"},
+   "retention":  {"max_age": "30d", "max_bytes": "10GB", "grace": "1h"},
+   "export":     {"target": "archive", "after": "1d", "window": "day"}}
+
+Durations: a number and a unit, no space: "30d", "1w", "1d12h", "90m" (units w, d, h, m, s).
+Sizes: bytes (1073741824) or "10GB" (powers of 1000), "512MiB" (powers of 1024).
+Schedules: cron ("*/15 * * * *") or "@every 15m", "@hourly", "@daily".`

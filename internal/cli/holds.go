@@ -80,14 +80,20 @@ while it is not yet purged (the add command lists such partitions).`,
 	}
 	list.Flags().BoolVar(&all, "all", false, "include released holds")
 
+	var yes bool
 	release := &cobra.Command{
-		Use:   "release ID",
+		Use:   "release ID [--yes]",
 		Short: "Release a hold: retention may remove its range again",
-		Args:  cobra.ExactArgs(1),
+		Long: "Release a hold: retention may remove its range again, and the sweeper then delete it.\n" +
+			"Asks for confirmation on a terminal; elsewhere (scripts, pipes) --yes is required.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseInt(args[0], 10, 64)
 			if err != nil || id <= 0 {
 				return usagef("hold id %q is not a positive number", args[0])
+			}
+			if err := g.confirm(yes, fmt.Sprintf("release hold %d (retention may then remove the data it protects)", id)); err != nil {
+				return err
 			}
 			h, err := g.adminClient().ReleaseHold(cmd.Context(), id)
 			if err != nil {
@@ -96,6 +102,7 @@ while it is not yet purged (the add command lists such partitions).`,
 			return g.printObject(h, holdFields(h))
 		},
 	}
+	release.Flags().BoolVarP(&yes, "yes", "y", false, "release without asking for confirmation")
 	cmd.AddCommand(add, list, release)
 	return cmd
 }

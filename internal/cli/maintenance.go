@@ -46,7 +46,11 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printJSON(g, plan)
+				if g.output == "json" {
+					return printJSON(g, plan)
+				}
+				fmt.Fprintf(g.stdout, "dry run of %s on %s: nothing was changed\n\n", kind, dataset)
+				return renderHuman(g.stdout, plan)
 			}
 			t, err := c.RunMaintenance(cmd.Context(), kind, dataset)
 			if err != nil {
@@ -56,7 +60,8 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 			if t.Duplicate {
 				note = " (a " + kind + " job for this dataset was already pending; following it)"
 			}
-			fmt.Fprintf(g.stderr, "job %d: %s of %s is %s%s\n", t.JobID, kind, dataset, t.State, note)
+			first := fmt.Sprintf("job %d: %s of %s: %s%s", t.JobID, kind, dataset, t.State, note)
+			fmt.Fprintln(g.stderr, first)
 			if !wait {
 				if g.output == "json" {
 					return printJSON(g, t)
@@ -66,7 +71,7 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			job, err := waitJob(ctx, g, c, t.JobID)
+			job, err := waitJob(ctx, g, c, t.JobID, t.State)
 			if err != nil {
 				return err
 			}
@@ -75,7 +80,14 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 					return err
 				}
 			} else if len(job.Output) > 0 {
-				fmt.Fprintf(g.stdout, "%s\n", job.Output)
+				if err := renderHuman(g.stdout, job.Output); err != nil {
+					return err
+				}
+			}
+			if job.Waiting != "" {
+				// It did its work and runs again by itself (a sweep
+				// waiting for a grace period): not a failure.
+				return nil
 			}
 			if job.State != "completed" {
 				msg := fmt.Sprintf("job %d ended %s", job.ID, job.State)
@@ -89,7 +101,7 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 	}
 	run.Flags().StringVar(&dataset, "dataset", "", "the dataset")
 	run.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan; change nothing")
-	run.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends; exit 1 unless it completes")
+	run.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends or waits to run again (one line per change on stderr); exit 1 unless it completes or waits")
 	run.Flags().DurationVar(&timeout, "timeout", time.Hour, "with --wait: give up after this long")
 	run.MarkFlagRequired("dataset")
 
@@ -127,24 +139,23 @@ func printJSON(g *globals, v any) error {
 	return err
 }
 
-// waitJob polls a job until it finishes, reporting changes of state and attempt.
-func waitJob(ctx context.Context, g *globals, c *client.Client, id int64) (client.Job, error) {
-	last := ""
+// waitJob polls a job until it finishes or snoozes (it did its work and
+// waits to run again, job.Waiting), printing one line on stderr each time
+// its state, attempt or last error changes; initial is the state already
+// reported.
+func waitJob(ctx context.Context, g *globals, c *client.Client, id int64, initial string) (client.Job, error) {
+	last := jobLine(client.Job{ID: id, State: initial})
 	delay := 200 * time.Millisecond
 	for {
 		job, err := c.Job(ctx, id)
 		if err != nil {
 			return job, err
 		}
-		line := fmt.Sprintf("job %d: %s (attempt %d of %d)", id, job.State, job.Attempt, job.MaxAttempts)
-		if n := len(job.Errors); n > 0 {
-			line += ": last error: " + job.Errors[n-1].Error
-		}
-		if line != last {
+		if line := jobLine(job); line != last {
 			fmt.Fprintln(g.stderr, line)
 			last = line
 		}
-		if job.Finished() {
+		if job.Finished() || job.Waiting != "" {
 			return job, nil
 		}
 		select {
@@ -156,6 +167,21 @@ func waitJob(ctx context.Context, g *globals, c *client.Client, id int64) (clien
 			delay *= 2
 		}
 	}
+}
+
+// jobLine is the progress line of a job in its current state.
+func jobLine(job client.Job) string {
+	line := fmt.Sprintf("job %d: %s", job.ID, job.State)
+	if job.Attempt > 0 {
+		line += fmt.Sprintf(" (attempt %d of %d)", job.Attempt, job.MaxAttempts)
+	}
+	switch {
+	case job.Waiting != "":
+		line += ": " + job.Waiting
+	case len(job.Errors) > 0 && job.State != "completed":
+		line += ": last error: " + job.Errors[len(job.Errors)-1].Error
+	}
+	return line
 }
 
 func printLifecycle(g *globals, raw json.RawMessage) error {
@@ -203,7 +229,7 @@ func newJobsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := table{header: []string{"id", "kind", "dataset", "state", "attempt", "created_at", "finished_at", "last_error"}, raw: map[string]any{"jobs": jobs}}
+			t := table{header: []string{"id", "kind", "dataset", "state", "attempt", "created_at", "scheduled_at", "finished_at", "last_error", "waiting"}, raw: map[string]any{"jobs": jobs}}
 			for _, j := range jobs {
 				fin, lastErr := "-", ""
 				if j.FinishedAt != nil {
@@ -213,7 +239,8 @@ func newJobsCmd(g *globals) *cobra.Command {
 					lastErr = j.Errors[n-1].Error
 				}
 				t.rows = append(t.rows, []string{strconv.FormatInt(j.ID, 10), j.Kind, j.Dataset, j.State,
-					fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), j.CreatedAt.UTC().Format(time.RFC3339), fin, lastErr})
+					fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), j.CreatedAt.UTC().Format(time.RFC3339),
+					j.ScheduledAt.UTC().Format(time.RFC3339), fin, lastErr, j.Waiting})
 			}
 			return g.print(t)
 		},
@@ -261,6 +288,9 @@ func printJob(g *globals, j client.Job) error {
 		{"id", strconv.FormatInt(j.ID, 10)}, {"kind", j.Kind}, {"dataset", j.Dataset}, {"state", j.State},
 		{"trigger", j.Trigger}, {"attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts)},
 		{"created", j.CreatedAt.UTC().Format(time.RFC3339)}, {"scheduled", j.ScheduledAt.UTC().Format(time.RFC3339)}, {"finished", fin},
+	}
+	if j.Waiting != "" {
+		kv = append(kv, [2]string{"note", j.Waiting})
 	}
 	for _, e := range j.Errors {
 		kv = append(kv, [2]string{fmt.Sprintf("error (attempt %d)", e.Attempt), e.At.UTC().Format(time.RFC3339) + " " + e.Error})

@@ -40,23 +40,31 @@ type globals struct {
 	token        string
 	tokenFlagSet bool
 	output       string
+	stdin        io.Reader
 	stdout       io.Writer
 	stderr       io.Writer
+	// interactive: stdin is a terminal, so a destructive command may ask
+	// for confirmation (see confirm).
+	interactive bool
 }
 
 func (g *globals) client() *client.Client { return client.New(g.server, g.token) }
 
-// NewRoot returns the root command.
+// NewRoot returns the root command. Its standard input is taken as not a
+// terminal: destructive commands need --yes (see ExecuteIO).
 func NewRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+	return newRoot(&globals{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr})
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "timestore",
 		Short:         "timestore stores time-series datasets as Parquet and keeps them compact, bounded and exportable",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", envOr("TIMESTORE_SERVER", "http://127.0.0.1:8080"), "server URL (env TIMESTORE_SERVER)")
@@ -103,6 +111,11 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		default:
 			return usagef("output format %q: want table, json or csv", g.output)
 		}
+		server, err := client.ServerURL(g.server)
+		if err != nil {
+			return usagef("--server (or TIMESTORE_SERVER): %v", err)
+		}
+		g.server = server
 		return nil
 	}
 	return root
@@ -150,9 +163,37 @@ func strictGroups(c *cobra.Command) {
 	}
 }
 
-// Execute runs the CLI with args and returns the process exit code.
+// Execute runs the CLI with args and returns the process exit code. Its
+// standard input is taken as not a terminal (destructive commands need
+// --yes); the timestore command uses ExecuteIO with os.Stdin.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := NewRoot(stdout, stderr)
+	return ExecuteIO(ctx, args, strings.NewReader(""), stdout, stderr)
+}
+
+// ExecuteIO is Execute reading confirmations from stdin, when stdin is a
+// terminal.
+func ExecuteIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return execute(ctx, &globals{stdin: stdin, interactive: isTerminal(stdin), stdout: stdout, stderr: stderr}, args)
+}
+
+// isTerminal reports whether r is a terminal: a character device other than
+// /dev/null.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err != nil || !os.SameFile(fi, null)
+}
+
+func execute(ctx context.Context, g *globals, args []string) int {
+	stderr := g.stderr
+	root := newRoot(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

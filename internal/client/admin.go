@@ -18,18 +18,21 @@ type JobError struct {
 
 // Job is a lifecycle job as the admin API reports it.
 type Job struct {
-	ID          int64           `json:"id"`
-	Kind        string          `json:"kind"`
-	Dataset     string          `json:"dataset"`
-	State       string          `json:"state"`
-	Trigger     string          `json:"trigger,omitempty"`
-	Attempt     int             `json:"attempt"`
-	MaxAttempts int             `json:"max_attempts"`
-	Errors      []JobError      `json:"errors"`
-	CreatedAt   time.Time       `json:"created_at"`
-	ScheduledAt time.Time       `json:"scheduled_at"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	Output      json.RawMessage `json:"output,omitempty"`
+	ID          int64      `json:"id"`
+	Kind        string     `json:"kind"`
+	Dataset     string     `json:"dataset"`
+	State       string     `json:"state"`
+	Trigger     string     `json:"trigger,omitempty"`
+	Attempt     int        `json:"attempt"`
+	MaxAttempts int        `json:"max_attempts"`
+	Errors      []JobError `json:"errors"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ScheduledAt time.Time  `json:"scheduled_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Waiting, for a job that did its work and runs again later (a sweep
+	// waiting for a grace period), is "waiting until T: reason".
+	Waiting string          `json:"waiting,omitempty"`
+	Output  json.RawMessage `json:"output,omitempty"`
 }
 
 // Finished reports whether the job reached a final state.

@@ -27,9 +27,40 @@ type Client struct {
 	HTTP *http.Client
 }
 
-// New returns a client for baseURL.
+// New returns a client for baseURL; a URL without a scheme
+// ("127.0.0.1:8080") means http:// (see ServerURL).
 func New(baseURL, token string) *Client {
+	if u, err := ServerURL(baseURL); err == nil {
+		baseURL = u
+	}
 	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{}}
+}
+
+// ServerURL checks and completes a server address: "127.0.0.1:8080" or
+// "localhost:8080" (no scheme) means "http://…"; a scheme other than http
+// or https, a missing host, or a query or fragment is an error saying what
+// is expected.
+func ServerURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("server address is empty: want a URL such as http://127.0.0.1:8080")
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("server address %q: %v; want a URL such as http://127.0.0.1:8080", s, errors.Unwrap(err))
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("server address %q: scheme %q is not http or https; want a URL such as http://127.0.0.1:8080", s, u.Scheme)
+	case u.Host == "":
+		return "", fmt.Errorf("server address %q has no host; want a URL such as http://127.0.0.1:8080", s)
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("server address %q: a query or fragment is not allowed; want a URL such as http://127.0.0.1:8080", s)
+	}
+	return strings.TrimRight(s, "/"), nil
 }
 
 // Error is an error answered by the server.

@@ -85,7 +85,7 @@ func TestRetentionThroughCLI(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &holds), out)
 	require.Len(t, holds.Holds, 1)
-	code, _, errs = runCLI(t, u, "holds", "release", strconv.FormatInt(holds.Holds[0].ID, 10))
+	code, _, errs = runCLI(t, u, "holds", "release", strconv.FormatInt(holds.Holds[0].ID, 10), "--yes")
 	require.Equal(t, 0, code, errs)
 	code, _, errs = runCLI(t, u, "maintenance", "run", "retention", "--dataset", "cpu", "--wait")
 	require.Equal(t, 0, code, errs)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -42,6 +43,11 @@ type JobInfo struct {
 	// Outcome is the outcome of the last attempt, from the output
 	// (Outcome* constants); empty before the first attempt ends.
 	Outcome string `json:"outcome,omitempty"`
+	// Waiting, for a job that did its work and asked to run again later
+	// (OutcomeSnoozed: a sweep waiting for a grace period, an export
+	// continuing), says until when and why: "waiting until T: reason". It is
+	// not an error; Output then has "reason" instead of "error".
+	Waiting string `json:"waiting,omitempty"`
 	// Output is what the last attempt recorded: {"outcome", "trigger",
 	// "summary" (from Task.Run), "error"}.
 	Output json.RawMessage `json:"output,omitempty"`
@@ -325,6 +331,48 @@ func jobInfo(row *rivertype.JobRow) JobInfo {
 		if json.Unmarshal(out, &o) == nil {
 			info.Outcome = o.Outcome
 		}
+		if info.Outcome == OutcomeSnoozed {
+			info.Output, info.Waiting = snoozed(info, out)
+		}
 	}
 	return info
+}
+
+// snoozeSuffix is how River's JobSnoozeError renders ("JobSnoozeError: 1h0m0.9s"),
+// appended to a snoozing task's reason by error wrapping.
+const snoozeSuffix = ": JobSnoozeError: "
+
+// snoozed rewrites the output of a snoozed attempt: its "error" (the task's
+// reason wrapping River's snooze request) becomes "reason", without River's
+// internal wording, and, while the job waits, the wait is described as
+// "waiting until T: reason".
+func snoozed(info JobInfo, out []byte) (json.RawMessage, string) {
+	var o map[string]any
+	if json.Unmarshal(out, &o) != nil {
+		return out, ""
+	}
+	reason, _ := o["error"].(string)
+	if i := strings.Index(reason, snoozeSuffix); i >= 0 {
+		reason = reason[:i]
+	} else {
+		reason = strings.TrimPrefix(reason, snoozeSuffix[2:])
+	}
+	delete(o, "error")
+	if reason != "" {
+		o["reason"] = reason
+	}
+	rewritten, err := json.Marshal(o)
+	if err != nil {
+		return out, ""
+	}
+	switch rivertype.JobState(info.State) {
+	case rivertype.JobStateScheduled, rivertype.JobStateAvailable:
+	default:
+		return rewritten, ""
+	}
+	waiting := "waiting until " + info.ScheduledAt.Format(time.RFC3339)
+	if reason != "" {
+		waiting += ": " + reason
+	}
+	return rewritten, waiting
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 
 	"github.com/robfig/cron/v3"
 )
@@ -37,7 +38,8 @@ type Compaction struct {
 	Enabled *bool `json:"enabled,omitempty"`
 	// TargetFileBytes is the output size compaction aims at; files at or above it are left alone.
 	// Defaults to TargetFileBytesDefault.
-	TargetFileBytes int64 `json:"target_file_bytes,omitempty"`
+	// In JSON a number of bytes or a size with a unit ("128MiB", "100MB"; see ParseSize).
+	TargetFileBytes int64 `json:"target_file_bytes,omitempty" policy:"size"`
 	// MinInputFiles is the fewest partitions merged at once. Defaults to MinInputFilesDefault.
 	MinInputFiles int `json:"min_input_files,omitempty"`
 	// Schedule is a cron expression or "@every <duration>". Defaults to CompactionScheduleDefault.
@@ -49,7 +51,8 @@ type Retention struct {
 	// MaxAge prunes partitions whose newest row is older than now - MaxAge. Zero: no age limit.
 	MaxAge Duration `json:"max_age,omitempty"`
 	// MaxBytes prunes the oldest partitions until live bytes fit. Zero: no size limit.
-	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// In JSON a number of bytes or a size with a unit ("10GB", "512MiB"; see ParseSize).
+	MaxBytes int64 `json:"max_bytes,omitempty" policy:"size"`
 	// MinKeep is a floor: data newer than now - MinKeep is never pruned.
 	MinKeep Duration `json:"min_keep,omitempty"`
 	// Grace is how long removed partitions stay restorable before the sweeper deletes them.
@@ -75,19 +78,27 @@ type Export struct {
 	Schedule string `json:"schedule,omitempty"`
 }
 
-// Parse decodes a policy document strictly (unknown fields are errors) and validates it.
+// Parse decodes a policy document strictly (unknown fields are errors) and
+// validates it. Every error names the field's path ("policy.retention.max_age"),
+// shows the value refused and says what is accepted; docs/policy.md
+// describes every field.
 func Parse(b []byte) (Policy, error) {
 	var p Policy
 	if len(bytes.TrimSpace(b)) == 0 {
 		return p, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return Policy{}, fmt.Errorf("policy: %w", err)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return Policy{}, fmt.Errorf("policy: not valid JSON: %w", err)
 	}
 	if dec.More() {
 		return Policy{}, fmt.Errorf("policy: unexpected data after the policy object")
+	}
+	if !bytes.Equal(raw, []byte("null")) {
+		if err := decodeObject("policy", raw, reflect.ValueOf(&p).Elem()); err != nil {
+			return Policy{}, err
+		}
 	}
 	if err := p.Validate(); err != nil {
 		return Policy{}, err
@@ -101,7 +112,7 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 func ParseSchedule(s string) (cron.Schedule, error) {
 	sched, err := cronParser.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("invalid schedule %q: %v", s, err)
+		return nil, fmt.Errorf("invalid schedule %q: %v; write a cron expression of 5 fields (\"*/15 * * * *\") or a descriptor (\"@every 15m\", \"@hourly\", \"@daily\")", s, err)
 	}
 	return sched, nil
 }
@@ -110,10 +121,10 @@ func ParseSchedule(s string) (cron.Schedule, error) {
 func (p Policy) Validate() error {
 	if c := p.Compaction; c != nil {
 		if c.TargetFileBytes < 0 {
-			return fmt.Errorf("policy.compaction.target_file_bytes: must not be negative")
+			return fmt.Errorf("policy.compaction.target_file_bytes: must not be negative, not %d", c.TargetFileBytes)
 		}
 		if c.MinInputFiles < 0 || c.MinInputFiles == 1 {
-			return fmt.Errorf("policy.compaction.min_input_files: must be at least 2")
+			return fmt.Errorf("policy.compaction.min_input_files: must be at least 2, not %d (leave it out for the default, %d)", c.MinInputFiles, MinInputFilesDefault)
 		}
 		if c.Schedule != "" {
 			if _, err := ParseSchedule(c.Schedule); err != nil {
@@ -123,7 +134,7 @@ func (p Policy) Validate() error {
 	}
 	if r := p.Retention; r != nil {
 		if r.MaxBytes < 0 {
-			return fmt.Errorf("policy.retention.max_bytes: must not be negative")
+			return fmt.Errorf("policy.retention.max_bytes: must not be negative, not %d", r.MaxBytes)
 		}
 		if r.Schedule != "" {
 			if _, err := ParseSchedule(r.Schedule); err != nil {
@@ -143,7 +154,7 @@ func (p Policy) Validate() error {
 			}
 		}
 		if (e.Enabled == nil || *e.Enabled) && e.Target == "" {
-			return fmt.Errorf("policy.export.target: required when export is enabled")
+			return fmt.Errorf("policy.export.target: required when export is enabled: name a storage target (see docs/configuration.md), or set \"enabled\": false")
 		}
 	}
 	return nil
