@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Limits of ListAudit and ManifestVersions.
@@ -18,6 +20,15 @@ const (
 // database clock; ID is assigned.
 func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 	if err := insertAudit(ctx, s.pool, e); err != nil {
+		return fmt.Errorf("append audit %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// AppendAuditTx appends one entry to the audit log inside tx, so that it is
+// recorded only if tx commits. Time defaults to the database clock.
+func (s *Store) AppendAuditTx(ctx context.Context, tx Tx, e AuditEntry) error {
+	if err := insertAudit(ctx, tx, e); err != nil {
 		return fmt.Errorf("append audit %q: %w", e.Action, err)
 	}
 	return nil
@@ -40,6 +51,37 @@ func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 		return fmt.Errorf("write audit %q: %w", e.Action, err)
 	}
 	return nil
+}
+
+// AppendAuditsTx appends entries to the audit log inside tx in one round
+// trip (COPY), so that they are recorded only if tx commits. Every entry
+// gets the database clock of the transaction as its time; Time is ignored.
+func (s *Store) AppendAuditsTx(ctx context.Context, tx Tx, entries []AuditEntry) error {
+	if err := insertAudits(ctx, tx, entries); err != nil {
+		return fmt.Errorf("append %d audit entries: %w", len(entries), err)
+	}
+	return nil
+}
+
+func insertAudits(ctx context.Context, tx pgx.Tx, entries []AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(entries))
+	for i, e := range entries {
+		if e.Action == "" {
+			return invalid(fmt.Errorf("audit entry %d: action is required", i))
+		}
+		parts := e.Partitions
+		if parts == nil {
+			parts = []int64{}
+		}
+		rows[i] = []any{e.Actor, e.Action, e.Dataset, parts, e.Bytes, e.Reason, e.Details}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"timestore", "audit_log"},
+		[]string{"actor", "action", "dataset", "partitions", "bytes", "reason", "details"},
+		pgx.CopyFromRows(rows))
+	return err
 }
 
 // ListAudit returns audit entries matching f, newest first.
