@@ -43,6 +43,14 @@ func (h Hold) Overlaps(p Partition) bool {
 const holdColumns = `h.id, h.dataset_id, d.name, h.time_from, h.time_to, h.reason, h.created_by, h.created_at,
 	h.released_at, h.released_by`
 
+// selectHolds selects holdColumns from the holds (h) joined to their
+// datasets (d); selectChangedHold from the rows a data-modifying CTE named h
+// returned (the statement's own change is not visible in the table).
+const (
+	selectHolds       = `SELECT ` + holdColumns + ` FROM timestore.retention_holds h JOIN timestore.datasets d ON d.id = h.dataset_id`
+	selectChangedHold = `SELECT ` + holdColumns + ` FROM h JOIN timestore.datasets d ON d.id = h.dataset_id`
+)
+
 func scanHold(row pgx.Row) (Hold, error) {
 	var h Hold
 	var releasedBy *string
@@ -83,7 +91,7 @@ func (s *Store) AddHold(ctx context.Context, dataset string, from, to time.Time,
 				VALUES ($1, $2, $3, $4, $5)
 				RETURNING *
 			)
-			SELECT `+holdColumns+` FROM h JOIN timestore.datasets d ON d.id = h.dataset_id`,
+			`+selectChangedHold,
 			d.ID, from, to, reason, actor))
 		if err != nil {
 			return err
@@ -109,15 +117,12 @@ func (s *Store) Holds(ctx context.Context, dataset string, includeReleased bool)
 	var holds []Hold
 	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
 		if dataset != "" {
-			var id int64
-			if err := tx.QueryRow(ctx,
-				`SELECT id FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, dataset).Scan(&id); err != nil {
-				return notFound(err)
+			if _, err := liveDatasetID(ctx, tx, dataset); err != nil {
+				return err
 			}
 		}
 		rows, err := tx.Query(ctx, `
-			SELECT `+holdColumns+` FROM timestore.retention_holds h
-			JOIN timestore.datasets d ON d.id = h.dataset_id
+			`+selectHolds+`
 			WHERE d.deleted_at IS NULL AND ($1 = '' OR d.name = $1) AND ($2 OR h.released_at IS NULL)
 			ORDER BY h.id`, dataset, includeReleased)
 		holds, err = collect(rows, err, scanHold)
@@ -139,8 +144,7 @@ func (s *Store) ReleaseHold(ctx context.Context, id int64, actor string) (Hold, 
 	var h Hold
 	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
 		cur, err := scanHold(tx.QueryRow(ctx, `
-			SELECT `+holdColumns+` FROM timestore.retention_holds h
-			JOIN timestore.datasets d ON d.id = h.dataset_id
+			`+selectHolds+`
 			WHERE h.id = $1
 			FOR UPDATE OF h`, id))
 		if err != nil {
@@ -156,7 +160,7 @@ func (s *Store) ReleaseHold(ctx context.Context, id int64, actor string) (Hold, 
 				WHERE id = $1
 				RETURNING *
 			)
-			SELECT `+holdColumns+` FROM h JOIN timestore.datasets d ON d.id = h.dataset_id`, id, actor))
+			`+selectChangedHold, id, actor))
 		if err != nil {
 			return err
 		}
@@ -185,8 +189,7 @@ func (s *Store) RetentionSnapshot(ctx context.Context, name string) (Snapshot, [
 			return err
 		}
 		rows, err := tx.Query(ctx, `
-			SELECT `+holdColumns+` FROM timestore.retention_holds h
-			JOIN timestore.datasets d ON d.id = h.dataset_id
+			`+selectHolds+`
 			WHERE h.dataset_id = $1 AND h.released_at IS NULL
 			ORDER BY h.id`, snap.Dataset.ID)
 		holds, err = collect(rows, err, scanHold)

@@ -38,18 +38,9 @@ func (s *Store) SetNoCompact(ctx context.Context, dataset string, ids []int64, o
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `
-			SELECT `+partitionColumns+` FROM timestore.partitions
-			WHERE id = ANY($1) AND dataset_id = $2
-			ORDER BY id
-			FOR UPDATE`, sorted, d.ID)
-		found, err := collect(rows, err, scanPartition)
+		byID, err := lockPartitions(ctx, tx, d.ID, sorted)
 		if err != nil {
-			return fmt.Errorf("read partitions: %w", err)
-		}
-		byID := make(map[int64]Partition, len(found))
-		for _, p := range found {
-			byID[p.ID] = p
+			return err
 		}
 		var bytes int64
 		changed := 0

@@ -37,27 +37,21 @@ func (s *Store) RemovedPartitions(ctx context.Context, dataset string, ids []int
 	var version int64
 	var out []RemovedPartition
 	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var datasetID int64
-		if err := tx.QueryRow(ctx, `
-			SELECT id, manifest_version FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`,
-			dataset).Scan(&datasetID, &version); err != nil {
-			return notFound(err)
+		d, err := readDataset(ctx, tx, liveByName, dataset, "")
+		if err != nil {
+			return err
 		}
+		version = d.ManifestVersion
 		rows, err := tx.Query(ctx, `
 			SELECT `+qualified("p", partitionColumns)+`, coalesce(v.operation, '')
 			FROM timestore.partitions p
 			LEFT JOIN timestore.manifest_versions v ON v.dataset_id = p.dataset_id AND v.version = p.removed_in_version
 			WHERE p.id = ANY($1) AND p.dataset_id = $2 AND p.removed_in_version IS NOT NULL AND p.purged_at IS NULL
-			ORDER BY p.id`, ids, datasetID)
+			ORDER BY p.id`, ids, d.ID)
 		out, err = collect(rows, err, func(row pgx.Row) (RemovedPartition, error) {
 			var r RemovedPartition
-			var p Partition
-			err := row.Scan(&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
-				&p.Target, &p.Key, &p.Checksum, &p.Stats, &p.Level, &p.NoCompact, &p.AddedInVersion, &p.RemovedInVersion,
-				&p.RemovedAt, &p.PurgedAt, &p.CreatedAt, &r.RemovedBy)
-			p.WindowStart, p.TimeMin, p.TimeMax, p.CreatedAt = p.WindowStart.UTC(), p.TimeMin.UTC(), p.TimeMax.UTC(), p.CreatedAt.UTC()
-			p.RemovedAt = utcPtr(p.RemovedAt)
-			r.Partition = p
+			var err error
+			r.Partition, err = scanPartitionPlus(row, &r.RemovedBy)
 			return r, err
 		})
 		return err
@@ -91,9 +85,8 @@ func (s *Store) DatasetsToSweep(ctx context.Context, name string) ([]SweepDatase
 		ORDER BY d.id`, name)
 	ds, err := collect(rows, err, func(row pgx.Row) (SweepDataset, error) {
 		var d SweepDataset
-		err := row.Scan(&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
-			&d.ManifestVersion, &d.CreatedAt, &d.Deleted)
-		d.CreatedAt = d.CreatedAt.UTC()
+		var err error
+		d.Dataset, err = scanDatasetPlus(row, &d.Deleted)
 		return d, err
 	})
 	if err != nil {
@@ -143,16 +136,12 @@ func (s *Store) PurgeRemoved(ctx context.Context, datasetID int64, removedBefore
 	}
 	var b PurgeBatch
 	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
-		var name string
-		if err := tx.QueryRow(ctx,
-			`SELECT name FROM timestore.datasets WHERE id = $1 FOR NO KEY UPDATE`, datasetID).Scan(&name); err != nil {
-			return notFound(err)
+		d, err := readDataset(ctx, tx, anyByID, datasetID, forNoKeyUpdate)
+		if err != nil {
+			return err
 		}
-		if err := tx.QueryRow(ctx, `
-			SELECT coalesce(array_agg(DISTINCT manifest_version ORDER BY manifest_version), '{}')
-			FROM timestore.query_leases
-			WHERE dataset_id = $1 AND expires_at > now()`, datasetID).Scan(&b.PinnedVersions); err != nil {
-			return fmt.Errorf("read query leases: %w", err)
+		if b.PinnedVersions, err = leasedVersions(ctx, tx, datasetID); err != nil {
+			return err
 		}
 		rows, err := tx.Query(ctx, `
 			WITH eligible AS (`+eligibleSQL+` FOR UPDATE)
@@ -166,19 +155,18 @@ func (s *Store) PurgeRemoved(ctx context.Context, datasetID int64, removedBefore
 		slices.SortFunc(b.Purged, func(x, y Partition) int {
 			return cmp.Or(x.RemovedAt.Compare(*y.RemovedAt), cmp.Compare(x.ID, y.ID))
 		})
-		var eligibleLeft int
-		if err := tx.QueryRow(ctx, keptSQL, datasetID, removedBefore, b.PinnedVersions).Scan(
-			&b.KeptByGrace, &b.NextGraceExpiry, &b.KeptByLease, &eligibleLeft); err != nil {
+		kept, err := countKept(ctx, tx, datasetID, removedBefore, b.PinnedVersions)
+		if err != nil {
 			return fmt.Errorf("count kept partitions: %w", err)
 		}
-		b.NextGraceExpiry = utcPtr(b.NextGraceExpiry)
-		b.More = eligibleLeft > 0
+		b.KeptByGrace, b.NextGraceExpiry, b.KeptByLease = kept.byGrace, kept.nextGraceExpiry, kept.byLease
+		b.More = kept.eligible > 0
 		entries := make([]AuditEntry, len(b.Purged))
 		for i, p := range b.Purged {
 			entries[i] = AuditEntry{
 				Actor:      actor,
 				Action:     ActionRetentionPurge,
-				Dataset:    name,
+				Dataset:    d.Name,
 				Partitions: []int64{p.ID},
 				Bytes:      p.SizeBytes,
 				Details: map[string]any{
@@ -224,6 +212,40 @@ const keptSQL = `
 	       count(*) FILTER (WHERE removed_at <= $2 AND NOT pinned)
 	FROM r`
 
+// leasedVersions returns the manifest versions of a dataset pinned by
+// unexpired query leases (database clock), ascending.
+func leasedVersions(ctx context.Context, tx pgx.Tx, datasetID int64) ([]int64, error) {
+	var versions []int64
+	if err := tx.QueryRow(ctx, `
+		SELECT coalesce(array_agg(DISTINCT manifest_version ORDER BY manifest_version), '{}')
+		FROM timestore.query_leases
+		WHERE dataset_id = $1 AND expires_at > now()`, datasetID).Scan(&versions); err != nil {
+		return nil, fmt.Errorf("read query leases: %w", err)
+	}
+	return versions, nil
+}
+
+// keptCounts is what keptSQL counts: removed, not purged partitions kept by
+// the grace period (and the earliest removal among them), those kept by a
+// pinned version, and those eligible now.
+type keptCounts struct {
+	byGrace         int
+	nextGraceExpiry *time.Time
+	byLease         int
+	eligible        int
+}
+
+// countKept runs keptSQL for a dataset, a cutoff and the pinned versions.
+func countKept(ctx context.Context, tx pgx.Tx, datasetID int64, removedBefore time.Time, pinned []int64) (keptCounts, error) {
+	var k keptCounts
+	if err := tx.QueryRow(ctx, keptSQL, datasetID, removedBefore, pinned).Scan(
+		&k.byGrace, &k.nextGraceExpiry, &k.byLease, &k.eligible); err != nil {
+		return keptCounts{}, err
+	}
+	k.nextGraceExpiry = utcPtr(k.nextGraceExpiry)
+	return k, nil
+}
+
 // PurgePreview is what PurgeRemoved would do now, without a limit.
 type PurgePreview struct {
 	// Eligible are the partitions PurgeRemoved would purge, oldest removal first.
@@ -242,15 +264,12 @@ type PurgePreview struct {
 func (s *Store) PreviewPurge(ctx context.Context, datasetID int64, removedBefore time.Time) (PurgePreview, error) {
 	var pv PurgePreview
 	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var one int
-		if err := tx.QueryRow(ctx, `SELECT 1 FROM timestore.datasets WHERE id = $1`, datasetID).Scan(&one); err != nil {
-			return notFound(err)
+		if _, err := readDataset(ctx, tx, anyByID, datasetID, ""); err != nil {
+			return err
 		}
-		if err := tx.QueryRow(ctx, `
-			SELECT coalesce(array_agg(DISTINCT manifest_version ORDER BY manifest_version), '{}')
-			FROM timestore.query_leases
-			WHERE dataset_id = $1 AND expires_at > now()`, datasetID).Scan(&pv.PinnedVersions); err != nil {
-			return fmt.Errorf("read query leases: %w", err)
+		var err error
+		if pv.PinnedVersions, err = leasedVersions(ctx, tx, datasetID); err != nil {
+			return err
 		}
 		rows, err := tx.Query(ctx, `
 			WITH eligible AS (`+eligibleSQL+`)
@@ -259,12 +278,11 @@ func (s *Store) PreviewPurge(ctx context.Context, datasetID int64, removedBefore
 		if pv.Eligible, err = collect(rows, err, scanPartition); err != nil {
 			return err
 		}
-		var left int
-		if err := tx.QueryRow(ctx, keptSQL, datasetID, removedBefore, pv.PinnedVersions).Scan(
-			&pv.KeptByGrace, &pv.NextGraceExpiry, &pv.KeptByLease, &left); err != nil {
+		kept, err := countKept(ctx, tx, datasetID, removedBefore, pv.PinnedVersions)
+		if err != nil {
 			return err
 		}
-		pv.NextGraceExpiry = utcPtr(pv.NextGraceExpiry)
+		pv.KeptByGrace, pv.NextGraceExpiry, pv.KeptByLease = kept.byGrace, kept.nextGraceExpiry, kept.byLease
 		return tx.QueryRow(ctx, `
 			SELECT count(*) FROM timestore.partitions
 			WHERE dataset_id = $1 AND purged_at IS NOT NULL AND object_deleted_at IS NULL`, datasetID).Scan(&pv.PendingDeletes)

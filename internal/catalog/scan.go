@@ -13,26 +13,38 @@ import (
 const datasetColumns = `id, name, columns, time_column, partition_window, target, policy,
 	manifest_version, created_at`
 
-func scanDataset(row pgx.Row) (Dataset, error) {
+func scanDataset(row pgx.Row) (Dataset, error) { return scanDatasetPlus(row) }
+
+// scanDatasetPlus scans datasetColumns and then, into extra, the columns a
+// query selects after them.
+func scanDatasetPlus(row pgx.Row, extra ...any) (Dataset, error) {
 	var d Dataset
-	err := row.Scan(&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
-		&d.ManifestVersion, &d.CreatedAt)
+	if err := row.Scan(append([]any{&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
+		&d.ManifestVersion, &d.CreatedAt}, extra...)...); err != nil {
+		return Dataset{}, err
+	}
 	d.CreatedAt = d.CreatedAt.UTC()
-	return d, err
+	return d, nil
 }
 
 const partitionColumns = `id, dataset_id, window_start, time_min, time_max, row_count, size_bytes,
 	target, object_key, checksum, stats, level, no_compact, added_in_version, removed_in_version,
 	removed_at, purged_at, created_at`
 
-func scanPartition(row pgx.Row) (Partition, error) {
+func scanPartition(row pgx.Row) (Partition, error) { return scanPartitionPlus(row) }
+
+// scanPartitionPlus scans partitionColumns and then, into extra, the
+// columns a query selects after them.
+func scanPartitionPlus(row pgx.Row, extra ...any) (Partition, error) {
 	var p Partition
-	err := row.Scan(&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
+	if err := row.Scan(append([]any{&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
 		&p.Target, &p.Key, &p.Checksum, &p.Stats, &p.Level, &p.NoCompact, &p.AddedInVersion, &p.RemovedInVersion,
-		&p.RemovedAt, &p.PurgedAt, &p.CreatedAt)
+		&p.RemovedAt, &p.PurgedAt, &p.CreatedAt}, extra...)...); err != nil {
+		return Partition{}, err
+	}
 	p.WindowStart, p.TimeMin, p.TimeMax, p.CreatedAt = p.WindowStart.UTC(), p.TimeMin.UTC(), p.TimeMax.UTC(), p.CreatedAt.UTC()
 	p.RemovedAt, p.PurgedAt = utcPtr(p.RemovedAt), utcPtr(p.PurgedAt)
-	return p, err
+	return p, nil
 }
 
 const auditColumns = `id, time, actor, action, dataset, partitions, bytes, reason, details`

@@ -48,7 +48,7 @@ func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.
 	var lease int64
 	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
 		var err error
-		if snap, err = readSnapshot(ctx, tx, name, " FOR SHARE", from, to); err != nil {
+		if snap, err = readSnapshot(ctx, tx, name, forShare, from, to); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, `
@@ -63,10 +63,9 @@ func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.
 }
 
 func readSnapshot(ctx context.Context, tx pgx.Tx, name, lock string, from, to *time.Time) (Snapshot, error) {
-	d, err := scanDataset(tx.QueryRow(ctx,
-		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`+lock, name))
+	d, err := readDataset(ctx, tx, liveByName, name, lock)
 	if err != nil {
-		return Snapshot{}, notFound(err)
+		return Snapshot{}, err
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT `+partitionColumns+` FROM timestore.partitions
@@ -92,13 +91,12 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, name, lock string, from, to *t
 func (s *Store) SnapshotAt(ctx context.Context, datasetID, version int64, from, to *time.Time) ([]Partition, error) {
 	var parts []Partition
 	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var current int64
-		if err := tx.QueryRow(ctx,
-			`SELECT manifest_version FROM timestore.datasets WHERE id = $1`, datasetID).Scan(&current); err != nil {
-			return notFound(err)
+		d, err := readDataset(ctx, tx, anyByID, datasetID, "")
+		if err != nil {
+			return err
 		}
-		if version < 0 || version > current {
-			return fmt.Errorf("version %d (current is %d): %w", version, current, ErrNotFound)
+		if version < 0 || version > d.ManifestVersion {
+			return fmt.Errorf("version %d (current is %d): %w", version, d.ManifestVersion, ErrNotFound)
 		}
 		rows, err := tx.Query(ctx, `
 			SELECT `+partitionColumns+` FROM timestore.partitions
@@ -134,20 +132,10 @@ func (s *Store) Partitions(ctx context.Context, name, state string) ([]Partition
 		return nil, fmt.Errorf("list partitions of dataset %q: %w", name,
 			invalid(fmt.Errorf("state must be live, removed, purged or all, not %q", state)))
 	}
-	var parts []Partition
-	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var id int64
-		if err := tx.QueryRow(ctx,
-			`SELECT id FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, name).Scan(&id); err != nil {
-			return notFound(err)
-		}
-		rows, err := tx.Query(ctx, `
-			SELECT `+partitionColumns+` FROM timestore.partitions
-			WHERE dataset_id = $1 AND `+cond+`
-			ORDER BY time_min, id`, id)
-		parts, err = collect(rows, err, scanPartition)
-		return err
-	})
+	parts, err := listOfLiveDataset(ctx, s, name, scanPartition, `
+		SELECT `+partitionColumns+` FROM timestore.partitions
+		WHERE dataset_id = $1 AND `+cond+`
+		ORDER BY time_min, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list partitions of dataset %q: %w", name, err)
 	}
