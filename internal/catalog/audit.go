@@ -26,7 +26,8 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 }
 
 // AppendAuditTx appends one entry to the audit log inside tx, so that it is
-// recorded only if tx commits. Time defaults to the database clock.
+// recorded only if tx commits. Time defaults to the database clock. For
+// many entries at once, see AppendAuditBatchTx.
 func (s *Store) AppendAuditTx(ctx context.Context, tx Tx, e AuditEntry) error {
 	if err := insertAudit(ctx, tx, e); err != nil {
 		return fmt.Errorf("append audit %q: %w", e.Action, err)
@@ -34,7 +35,7 @@ func (s *Store) AppendAuditTx(ctx context.Context, tx Tx, e AuditEntry) error {
 	return nil
 }
 
-// insertAudit writes e with db, inside the caller's transaction when db is one.
+// insertAudit writes one entry with db, inside the caller's transaction when db is one.
 func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 	if e.Action == "" {
 		return invalid(errors.New("audit entry: action is required"))
@@ -53,17 +54,19 @@ func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 	return nil
 }
 
-// AppendAuditsTx appends entries to the audit log inside tx in one round
-// trip (COPY), so that they are recorded only if tx commits. Every entry
-// gets the database clock of the transaction as its time; Time is ignored.
-func (s *Store) AppendAuditsTx(ctx context.Context, tx Tx, entries []AuditEntry) error {
-	if err := insertAudits(ctx, tx, entries); err != nil {
+// AppendAuditBatchTx appends a batch of entries to the audit log inside tx
+// in one round trip (COPY), so that they are recorded only if tx commits.
+// Every entry gets the database clock of the transaction as its time; Time
+// is ignored (AppendAuditTx honours it).
+func (s *Store) AppendAuditBatchTx(ctx context.Context, tx Tx, entries []AuditEntry) error {
+	if err := insertAuditBatch(ctx, tx, entries); err != nil {
 		return fmt.Errorf("append %d audit entries: %w", len(entries), err)
 	}
 	return nil
 }
 
-func insertAudits(ctx context.Context, tx pgx.Tx, entries []AuditEntry) error {
+// insertAuditBatch writes entries inside tx with one COPY.
+func insertAuditBatch(ctx context.Context, tx pgx.Tx, entries []AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}

@@ -59,14 +59,14 @@ func TestAudit(t *testing.T) {
 	require.ErrorContains(t, err, "append-only")
 }
 
-func TestAppendAuditsTx(t *testing.T) {
+func TestAppendAuditBatchTx(t *testing.T) {
 	b := setup(t)
 	entries := []catalog.AuditEntry{
 		{Actor: "a", Action: "x.one", Dataset: "metrics", Partitions: []int64{1}, Bytes: 10, Reason: "r", Details: map[string]any{"k": "v"}},
 		{Actor: "b", Action: "x.two"},
 	}
 	require.NoError(t, b.store.RunInTx(b.ctx, func(ctx context.Context, tx catalog.Tx) error {
-		return b.store.AppendAuditsTx(ctx, tx, entries)
+		return b.store.AppendAuditBatchTx(ctx, tx, entries)
 	}))
 	got, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Limit: 2})
 	require.NoError(t, err)
@@ -78,7 +78,7 @@ func TestAppendAuditsTx(t *testing.T) {
 	require.Equal(t, int64(10), got[1].Bytes)
 	require.Equal(t, map[string]any{"k": "v"}, got[1].Details)
 	err = b.store.RunInTx(b.ctx, func(ctx context.Context, tx catalog.Tx) error {
-		return b.store.AppendAuditsTx(ctx, tx, []catalog.AuditEntry{{Actor: "c"}})
+		return b.store.AppendAuditBatchTx(ctx, tx, []catalog.AuditEntry{{Actor: "c"}})
 	})
 	require.ErrorIs(t, err, catalog.ErrInvalid)
 }

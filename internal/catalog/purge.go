@@ -24,9 +24,9 @@ const (
 // operation of the manifest change that removed it.
 type RemovedPartition struct {
 	Partition
-	// RemovedBy is the operation (Op* constant) of the manifest version
-	// that removed the partition, e.g. OpRetention or OpCompaction.
-	RemovedBy string
+	// RemovalOperation is the operation (Op* constant) of the manifest
+	// version that removed the partition, e.g. OpRetention or OpCompaction.
+	RemovalOperation string
 }
 
 // RemovedPartitions reads, in one consistent view, a live dataset's current
@@ -51,7 +51,7 @@ func (s *Store) RemovedPartitions(ctx context.Context, dataset string, ids []int
 		out, err = collect(rows, err, func(row pgx.Row) (RemovedPartition, error) {
 			var r RemovedPartition
 			var err error
-			r.Partition, err = scanPartitionPlus(row, &r.RemovedBy)
+			r.Partition, err = scanPartitionPlus(row, &r.RemovalOperation)
 			return r, err
 		})
 		return err
@@ -176,7 +176,7 @@ func (s *Store) PurgeRemoved(ctx context.Context, datasetID int64, removedBefore
 				},
 			}
 		}
-		return insertAudits(ctx, tx, entries)
+		return insertAuditBatch(ctx, tx, entries)
 	})
 	if err != nil {
 		return PurgeBatch{}, fmt.Errorf("purge removed partitions of dataset %d: %w", datasetID, err)

@@ -118,8 +118,8 @@ func TestRemovedPartitionsAndDatasetsToSweep(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, b.version(t), v)
 	require.Len(t, removed, 2)
-	require.Equal(t, catalog.OpRetention, removed[0].RemovedBy)
-	require.Equal(t, catalog.OpCompaction, removed[1].RemovedBy)
+	require.Equal(t, catalog.OpRetention, removed[0].RemovalOperation)
+	require.Equal(t, catalog.OpCompaction, removed[1].RemovalOperation)
 	_, _, err = b.store.RemovedPartitions(b.ctx, "nope", nil)
 	require.ErrorIs(t, err, catalog.ErrNotFound)
 
