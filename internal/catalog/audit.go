@@ -121,3 +121,12 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, err
 	}
 	return entries, nil
 }
+
+const auditColumns = `id, time, actor, action, dataset, partitions, bytes, reason, details`
+
+func scanAudit(row pgx.Row) (AuditEntry, error) {
+	var e AuditEntry
+	err := row.Scan(&e.ID, &e.Time, &e.Actor, &e.Action, &e.Dataset, &e.Partitions, &e.Bytes, &e.Reason, &e.Details)
+	e.Time = e.Time.UTC()
+	return e, err
+}

@@ -253,15 +253,3 @@ func listOfLiveDataset[T any](ctx context.Context, s *Store, name string, scan f
 	})
 	return out, err
 }
-
-// insertManifestVersion records one version of a dataset's manifest.
-func insertManifestVersion(ctx context.Context, tx pgx.Tx, datasetID, version int64, op string, jobID *int64, actor string, summary map[string]any) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO timestore.manifest_versions (dataset_id, version, operation, job_id, actor, summary)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		datasetID, version, op, jobID, actor, summary)
-	if err != nil {
-		return fmt.Errorf("record manifest version %d: %w", version, err)
-	}
-	return nil
-}
