@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Limits of ListAudit and ManifestVersions.
@@ -23,7 +25,17 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 	return nil
 }
 
-// insertAudit writes e with db, inside the caller's transaction when db is one.
+// AppendAuditTx appends one entry to the audit log inside tx, so that it is
+// recorded only if tx commits. Time defaults to the database clock. For
+// many entries at once, see AppendAuditBatchTx.
+func (s *Store) AppendAuditTx(ctx context.Context, tx Tx, e AuditEntry) error {
+	if err := insertAudit(ctx, tx, e); err != nil {
+		return fmt.Errorf("append audit %q: %w", e.Action, err)
+	}
+	return nil
+}
+
+// insertAudit writes one entry with db, inside the caller's transaction when db is one.
 func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 	if e.Action == "" {
 		return invalid(errors.New("audit entry: action is required"))
@@ -40,6 +52,39 @@ func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 		return fmt.Errorf("write audit %q: %w", e.Action, err)
 	}
 	return nil
+}
+
+// AppendAuditBatchTx appends a batch of entries to the audit log inside tx
+// in one round trip (COPY), so that they are recorded only if tx commits.
+// Every entry gets the database clock of the transaction as its time; Time
+// is ignored (AppendAuditTx honours it).
+func (s *Store) AppendAuditBatchTx(ctx context.Context, tx Tx, entries []AuditEntry) error {
+	if err := insertAuditBatch(ctx, tx, entries); err != nil {
+		return fmt.Errorf("append %d audit entries: %w", len(entries), err)
+	}
+	return nil
+}
+
+// insertAuditBatch writes entries inside tx with one COPY.
+func insertAuditBatch(ctx context.Context, tx pgx.Tx, entries []AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(entries))
+	for i, e := range entries {
+		if e.Action == "" {
+			return invalid(fmt.Errorf("audit entry %d: action is required", i))
+		}
+		parts := e.Partitions
+		if parts == nil {
+			parts = []int64{}
+		}
+		rows[i] = []any{e.Actor, e.Action, e.Dataset, parts, e.Bytes, e.Reason, e.Details}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"timestore", "audit_log"},
+		[]string{"actor", "action", "dataset", "partitions", "bytes", "reason", "details"},
+		pgx.CopyFromRows(rows))
+	return err
 }
 
 // ListAudit returns audit entries matching f, newest first.
@@ -75,4 +120,13 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, err
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
 	return entries, nil
+}
+
+const auditColumns = `id, time, actor, action, dataset, partitions, bytes, reason, details`
+
+func scanAudit(row pgx.Row) (AuditEntry, error) {
+	var e AuditEntry
+	err := row.Scan(&e.ID, &e.Time, &e.Actor, &e.Action, &e.Dataset, &e.Partitions, &e.Bytes, &e.Reason, &e.Details)
+	e.Time = e.Time.UTC()
+	return e, err
 }

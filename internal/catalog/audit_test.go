@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -56,4 +57,28 @@ func TestAudit(t *testing.T) {
 	require.ErrorContains(t, err, "append-only")
 	_, err = b.store.Pool().Exec(b.ctx, `TRUNCATE timestore.audit_log`)
 	require.ErrorContains(t, err, "append-only")
+}
+
+func TestAppendAuditBatchTx(t *testing.T) {
+	b := setup(t)
+	entries := []catalog.AuditEntry{
+		{Actor: "a", Action: "x.one", Dataset: "metrics", Partitions: []int64{1}, Bytes: 10, Reason: "r", Details: map[string]any{"k": "v"}},
+		{Actor: "b", Action: "x.two"},
+	}
+	require.NoError(t, b.store.RunInTx(b.ctx, func(ctx context.Context, tx catalog.Tx) error {
+		return b.store.AppendAuditBatchTx(ctx, tx, entries)
+	}))
+	got, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Limit: 2})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "x.two", got[0].Action)
+	require.Empty(t, got[0].Partitions)
+	require.Equal(t, "x.one", got[1].Action)
+	require.Equal(t, []int64{1}, got[1].Partitions)
+	require.Equal(t, int64(10), got[1].Bytes)
+	require.Equal(t, map[string]any{"k": "v"}, got[1].Details)
+	err = b.store.RunInTx(b.ctx, func(ctx context.Context, tx catalog.Tx) error {
+		return b.store.AppendAuditBatchTx(ctx, tx, []catalog.AuditEntry{{Actor: "c"}})
+	})
+	require.ErrorIs(t, err, catalog.ErrInvalid)
 }

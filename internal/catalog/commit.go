@@ -159,40 +159,37 @@ func checkTouched(ctx context.Context, tx pgx.Tx, datasetID int64, remove, resto
 		return 0, 0, nil
 	}
 	ids := append(append(make([]int64, 0, len(remove)+len(restore)), remove...), restore...)
-	rows, err := tx.Query(ctx, `
-		SELECT `+partitionColumns+` FROM timestore.partitions
-		WHERE id = ANY($1) AND dataset_id = $2
-		ORDER BY id
-		FOR UPDATE`, ids, datasetID)
-	found, err := collect(rows, err, scanPartition)
+	byID, err := lockPartitions(ctx, tx, datasetID, ids)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read partitions: %w", err)
+		return 0, 0, err
 	}
-	byID := make(map[int64]Partition, len(found))
-	for _, p := range found {
-		byID[p.ID] = p
+	if removedBytes, err = bytesInState(byID, remove, "remove", StateLive); err != nil {
+		return 0, 0, err
 	}
-	for _, id := range remove {
-		p, ok := byID[id]
-		switch {
-		case !ok:
-			return 0, 0, fmt.Errorf("%w: remove partition %d: no such partition in this dataset", ErrConflict, id)
-		case p.State() != StateLive:
-			return 0, 0, fmt.Errorf("%w: remove partition %d: it is %s, not live (removed in version %d)", ErrConflict, id, p.State(), *p.RemovedInVersion)
-		}
-		removedBytes += p.SizeBytes
-	}
-	for _, id := range restore {
-		p, ok := byID[id]
-		switch {
-		case !ok:
-			return 0, 0, fmt.Errorf("%w: restore partition %d: no such partition in this dataset", ErrConflict, id)
-		case p.State() != StateRemoved:
-			return 0, 0, fmt.Errorf("%w: restore partition %d: it is %s, not removed", ErrConflict, id, p.State())
-		}
-		restoredBytes += p.SizeBytes
+	if restoredBytes, err = bytesInState(byID, restore, "restore", StateRemoved); err != nil {
+		return 0, 0, err
 	}
 	return removedBytes, restoredBytes, nil
+}
+
+// bytesInState sums the bytes of the partitions ids, looked up in byID,
+// which must all be in state want; the first that is missing or in another
+// state makes it return an ErrConflict naming it and verb.
+func bytesInState(byID map[int64]Partition, ids []int64, verb, want string) (int64, error) {
+	var bytes int64
+	for _, id := range ids {
+		p, ok := byID[id]
+		switch {
+		case !ok:
+			return 0, fmt.Errorf("%w: %s partition %d: no such partition in this dataset", ErrConflict, verb, id)
+		case p.State() != want && p.RemovedInVersion != nil && want == StateLive:
+			return 0, fmt.Errorf("%w: %s partition %d: it is %s, not live (removed in version %d)", ErrConflict, verb, id, p.State(), *p.RemovedInVersion)
+		case p.State() != want:
+			return 0, fmt.Errorf("%w: %s partition %d: it is %s, not %s", ErrConflict, verb, id, p.State(), want)
+		}
+		bytes += p.SizeBytes
+	}
+	return bytes, nil
 }
 
 // insertPartitions adds files to the manifest in version, in one round trip,

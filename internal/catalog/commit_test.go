@@ -147,6 +147,9 @@ func TestCommitRemoveOfNonLivePartitionConflicts(t *testing.T) {
 	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpCompaction, Remove: []int64{c.ID, a.ID}})
 	require.ErrorContains(t, err, "remove partition")
 	require.ErrorContains(t, err, "partition "+itoa(a.ID))
+	require.ErrorContains(t, err, "remove partition "+itoa(a.ID)+": it is removed, not live (removed in version 2)")
+	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpCompaction, Remove: []int64{c.ID, 999999}})
+	require.ErrorContains(t, err, "remove partition 999999: no such partition in this dataset")
 
 	require.Equal(t, versionBefore, b.version(t))
 	require.Equal(t, auditBefore, b.auditCount(t))
@@ -179,8 +182,10 @@ func TestCommitRestore(t *testing.T) {
 		return err
 	}
 	require.ErrorIs(t, restore(p0.ID, p2.ID), catalog.ErrConflict, "purged partitions cannot be restored")
+	require.ErrorContains(t, restore(p0.ID, p2.ID), "restore partition "+itoa(p2.ID)+": it is purged, not removed")
 	require.NoError(t, restore(p0.ID))
 	require.ErrorIs(t, restore(p0.ID), catalog.ErrConflict, "live partitions cannot be restored")
+	require.ErrorContains(t, restore(p0.ID), "restore partition "+itoa(p0.ID)+": it is live, not removed")
 	require.Equal(t, int64(3), b.version(t))
 
 	live, err := b.store.Partitions(b.ctx, "metrics", "")

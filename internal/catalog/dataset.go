@@ -63,10 +63,9 @@ func (s *Store) CreateDataset(ctx context.Context, d Dataset, actor string) (Dat
 
 // GetDataset returns the live dataset of that name, or ErrNotFound.
 func (s *Store) GetDataset(ctx context.Context, name string) (Dataset, error) {
-	d, err := scanDataset(s.pool.QueryRow(ctx,
-		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, name))
+	d, err := readDataset(ctx, s.pool, liveByName, name, "")
 	if err != nil {
-		return Dataset{}, fmt.Errorf("get dataset %q: %w", name, notFound(err))
+		return Dataset{}, fmt.Errorf("get dataset %q: %w", name, err)
 	}
 	return d, nil
 }
@@ -74,10 +73,9 @@ func (s *Store) GetDataset(ctx context.Context, name string) (Dataset, error) {
 // GetDatasetByID returns the live dataset with that id, or ErrNotFound.
 // Jobs carry dataset ids; this is how they find their dataset.
 func (s *Store) GetDatasetByID(ctx context.Context, id int64) (Dataset, error) {
-	d, err := scanDataset(s.pool.QueryRow(ctx,
-		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE id = $1 AND deleted_at IS NULL`, id))
+	d, err := readDataset(ctx, s.pool, liveByID, id, "")
 	if err != nil {
-		return Dataset{}, fmt.Errorf("get dataset %d: %w", id, notFound(err))
+		return Dataset{}, fmt.Errorf("get dataset %d: %w", id, err)
 	}
 	return d, nil
 }
@@ -190,9 +188,9 @@ func (s *Store) DeleteDataset(ctx context.Context, name, actor string) error {
 // InTx, which runs under the dataset's row lock, it is the dataset as the
 // change commits against (its policy included).
 func DatasetTx(ctx context.Context, tx Tx, id int64) (Dataset, error) {
-	d, err := scanDataset(tx.QueryRow(ctx, `SELECT `+datasetColumns+` FROM timestore.datasets WHERE id = $1`, id))
+	d, err := readDataset(ctx, tx, anyByID, id, "")
 	if err != nil {
-		return Dataset{}, fmt.Errorf("read dataset %d: %w", id, notFound(err))
+		return Dataset{}, fmt.Errorf("read dataset %d: %w", id, err)
 	}
 	return d, nil
 }
@@ -203,20 +201,55 @@ func DatasetTx(ctx context.Context, tx Tx, id int64) (Dataset, error) {
 // excludes the same writers but lets rows that merely reference the dataset
 // (query leases) be inserted meanwhile.
 func lockDataset(ctx context.Context, tx pgx.Tx, name string) (Dataset, error) {
-	d, err := scanDataset(tx.QueryRow(ctx,
-		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL FOR NO KEY UPDATE`,
-		name))
+	return readDataset(ctx, tx, liveByName, name, forNoKeyUpdate)
+}
+
+// Conditions of readDataset: each picks one dataset row by the query's
+// only argument.
+const (
+	liveByName = `name = $1 AND deleted_at IS NULL`
+	liveByID   = `id = $1 AND deleted_at IS NULL`
+	anyByID    = `id = $1` // live or deleted
+)
+
+// Row locks readDataset may take ("" for none). forShare waits for a
+// manifest change in flight and blocks the next one (LeasedSnapshot,
+// DiscardUploads); forNoKeyUpdate is the lock of a manifest change itself
+// (lockDataset, PurgeRemoved).
+const (
+	forShare       = ` FOR SHARE`
+	forNoKeyUpdate = ` FOR NO KEY UPDATE`
+)
+
+// readDataset reads the dataset row that where (liveByName, liveByID or
+// anyByID) picks with arg, taking lock ("", forShare or forNoKeyUpdate)
+// on it. No such row: ErrNotFound.
+func readDataset(ctx context.Context, db querier, where string, arg any, lock string) (Dataset, error) {
+	d, err := scanDataset(db.QueryRow(ctx, `SELECT `+datasetColumns+` FROM timestore.datasets WHERE `+where+lock, arg))
 	return d, notFound(err)
 }
 
-// insertManifestVersion records one version of a dataset's manifest.
-func insertManifestVersion(ctx context.Context, tx pgx.Tx, datasetID, version int64, op string, jobID *int64, actor string, summary map[string]any) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO timestore.manifest_versions (dataset_id, version, operation, job_id, actor, summary)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		datasetID, version, op, jobID, actor, summary)
-	if err != nil {
-		return fmt.Errorf("record manifest version %d: %w", version, err)
-	}
-	return nil
+// liveDatasetID returns the id of the live dataset of that name, or
+// ErrNotFound.
+func liveDatasetID(ctx context.Context, db querier, name string) (int64, error) {
+	var id int64
+	err := db.QueryRow(ctx, `SELECT id FROM timestore.datasets WHERE `+liveByName, name).Scan(&id)
+	return id, notFound(err)
+}
+
+// listOfLiveDataset reads, in one consistent view, the id of the live
+// dataset of that name and the rows that query returns with that id as $1
+// (and args from $2 on), scanned with scan. No such dataset: ErrNotFound.
+func listOfLiveDataset[T any](ctx context.Context, s *Store, name string, scan func(pgx.Row) (T, error), query string, args ...any) ([]T, error) {
+	var out []T
+	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
+		id, err := liveDatasetID(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, query, append([]any{id}, args...)...)
+		out, err = collect(rows, err, scan)
+		return err
+	})
+	return out, err
 }

@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // LookupIdempotency returns what the first change with this Idempotency-Key
@@ -24,4 +26,13 @@ func lookupIdempotency(ctx context.Context, db querier, datasetID int64, key str
 		return IdempotencyRecord{}, false, err
 	}
 	return recs[0], true, nil
+}
+
+const idempotencyColumns = `key, request_hash, manifest_version, rows_written, partitions_written, created_at`
+
+func scanIdempotency(row pgx.Row) (IdempotencyRecord, error) {
+	var r IdempotencyRecord
+	err := row.Scan(&r.Key, &r.RequestHash, &r.Version, &r.RowsWritten, &r.PartitionsWritten, &r.CreatedAt)
+	r.CreatedAt = r.CreatedAt.UTC()
+	return r, err
 }

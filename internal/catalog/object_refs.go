@@ -47,3 +47,18 @@ func (s *Store) ObjectRefs(ctx context.Context, name string) ([]ObjectRef, error
 	}
 	return refs, nil
 }
+
+// ObjectReferenced reports whether a partition in any state references the
+// object key on target. A writer whose commit failed in a way that leaves
+// its outcome unknown (a lost connection) asks this before deleting the
+// object it uploaded: deleting a referenced object would lose data, while
+// leaving an unreferenced one only leaves an orphan for reconcile.
+func (s *Store) ObjectReferenced(ctx context.Context, target, key string) (bool, error) {
+	var found bool
+	if err := s.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM timestore.partitions WHERE target = $1 AND object_key = $2)`,
+		target, key).Scan(&found); err != nil {
+		return false, fmt.Errorf("look up object %s on target %s: %w", key, target, err)
+	}
+	return found, nil
+}

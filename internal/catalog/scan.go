@@ -1,64 +1,53 @@
 package catalog
 
 import (
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Column lists and scanners shared by every query that returns these rows.
-// A query selects the list and scans with the matching function.
+// Column lists and scanners of the rows that most files read: datasets and
+// partitions. A query selects the list and scans with the matching
+// function. The other tables keep theirs in their own file.
 
 const datasetColumns = `id, name, columns, time_column, partition_window, target, policy,
 	manifest_version, created_at`
 
-func scanDataset(row pgx.Row) (Dataset, error) {
+// scanDataset scans a row of datasetColumns.
+func scanDataset(row pgx.Row) (Dataset, error) { return scanDatasetPlus(row) }
+
+// scanDatasetPlus scans datasetColumns and then, into extra, the columns a
+// query selects after them.
+func scanDatasetPlus(row pgx.Row, extra ...any) (Dataset, error) {
 	var d Dataset
-	err := row.Scan(&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
-		&d.ManifestVersion, &d.CreatedAt)
+	if err := row.Scan(append([]any{&d.ID, &d.Name, &d.Columns, &d.TimeColumn, &d.Partition, &d.Target, &d.Policy,
+		&d.ManifestVersion, &d.CreatedAt}, extra...)...); err != nil {
+		return Dataset{}, err
+	}
 	d.CreatedAt = d.CreatedAt.UTC()
-	return d, err
+	return d, nil
 }
 
 const partitionColumns = `id, dataset_id, window_start, time_min, time_max, row_count, size_bytes,
 	target, object_key, checksum, stats, level, no_compact, added_in_version, removed_in_version,
 	removed_at, purged_at, created_at`
 
-func scanPartition(row pgx.Row) (Partition, error) {
+// scanPartition scans a row of partitionColumns.
+func scanPartition(row pgx.Row) (Partition, error) { return scanPartitionPlus(row) }
+
+// scanPartitionPlus scans partitionColumns and then, into extra, the
+// columns a query selects after them.
+func scanPartitionPlus(row pgx.Row, extra ...any) (Partition, error) {
 	var p Partition
-	err := row.Scan(&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
+	if err := row.Scan(append([]any{&p.ID, &p.DatasetID, &p.WindowStart, &p.TimeMin, &p.TimeMax, &p.RowCount, &p.SizeBytes,
 		&p.Target, &p.Key, &p.Checksum, &p.Stats, &p.Level, &p.NoCompact, &p.AddedInVersion, &p.RemovedInVersion,
-		&p.RemovedAt, &p.PurgedAt, &p.CreatedAt)
+		&p.RemovedAt, &p.PurgedAt, &p.CreatedAt}, extra...)...); err != nil {
+		return Partition{}, err
+	}
 	p.WindowStart, p.TimeMin, p.TimeMax, p.CreatedAt = p.WindowStart.UTC(), p.TimeMin.UTC(), p.TimeMax.UTC(), p.CreatedAt.UTC()
 	p.RemovedAt, p.PurgedAt = utcPtr(p.RemovedAt), utcPtr(p.PurgedAt)
-	return p, err
-}
-
-const auditColumns = `id, time, actor, action, dataset, partitions, bytes, reason, details`
-
-func scanAudit(row pgx.Row) (AuditEntry, error) {
-	var e AuditEntry
-	err := row.Scan(&e.ID, &e.Time, &e.Actor, &e.Action, &e.Dataset, &e.Partitions, &e.Bytes, &e.Reason, &e.Details)
-	e.Time = e.Time.UTC()
-	return e, err
-}
-
-const manifestVersionColumns = `version, operation, job_id, actor, summary, created_at`
-
-func scanManifestVersion(row pgx.Row) (ManifestVersion, error) {
-	var v ManifestVersion
-	err := row.Scan(&v.Version, &v.Operation, &v.JobID, &v.Actor, &v.Summary, &v.CreatedAt)
-	v.CreatedAt = v.CreatedAt.UTC()
-	return v, err
-}
-
-const idempotencyColumns = `key, request_hash, manifest_version, rows_written, partitions_written, created_at`
-
-func scanIdempotency(row pgx.Row) (IdempotencyRecord, error) {
-	var r IdempotencyRecord
-	err := row.Scan(&r.Key, &r.RequestHash, &r.Version, &r.RowsWritten, &r.PartitionsWritten, &r.CreatedAt)
-	r.CreatedAt = r.CreatedAt.UTC()
-	return r, err
+	return p, nil
 }
 
 // collect scans every row of a query with scan. It returns an empty, non-nil
@@ -76,4 +65,13 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// qualified prefixes every column of a column list with alias.
+func qualified(alias, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }

@@ -8,9 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// PartitionsStateAll selects partitions in every state (see Store.Partitions).
-const PartitionsStateAll = "all"
-
 // overlaps prunes partitions to those that may hold rows in [$from, $to); a
 // NULL bound is open. The placeholders are filled in by the caller.
 const overlaps = `($%[1]d::timestamptz IS NULL OR time_max >= $%[1]d) AND ($%[2]d::timestamptz IS NULL OR time_min < $%[2]d)`
@@ -48,7 +45,7 @@ func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.
 	var lease int64
 	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
 		var err error
-		if snap, err = readSnapshot(ctx, tx, name, " FOR SHARE", from, to); err != nil {
+		if snap, err = readSnapshot(ctx, tx, name, forShare, from, to); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, `
@@ -63,10 +60,9 @@ func (s *Store) LeasedSnapshot(ctx context.Context, name string, from, to *time.
 }
 
 func readSnapshot(ctx context.Context, tx pgx.Tx, name, lock string, from, to *time.Time) (Snapshot, error) {
-	d, err := scanDataset(tx.QueryRow(ctx,
-		`SELECT `+datasetColumns+` FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`+lock, name))
+	d, err := readDataset(ctx, tx, liveByName, name, lock)
 	if err != nil {
-		return Snapshot{}, notFound(err)
+		return Snapshot{}, err
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT `+partitionColumns+` FROM timestore.partitions
@@ -92,13 +88,12 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, name, lock string, from, to *t
 func (s *Store) SnapshotAt(ctx context.Context, datasetID, version int64, from, to *time.Time) ([]Partition, error) {
 	var parts []Partition
 	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var current int64
-		if err := tx.QueryRow(ctx,
-			`SELECT manifest_version FROM timestore.datasets WHERE id = $1`, datasetID).Scan(&current); err != nil {
-			return notFound(err)
+		d, err := readDataset(ctx, tx, anyByID, datasetID, "")
+		if err != nil {
+			return err
 		}
-		if version < 0 || version > current {
-			return fmt.Errorf("version %d (current is %d): %w", version, current, ErrNotFound)
+		if version < 0 || version > d.ManifestVersion {
+			return fmt.Errorf("version %d (current is %d): %w", version, d.ManifestVersion, ErrNotFound)
 		}
 		rows, err := tx.Query(ctx, `
 			SELECT `+partitionColumns+` FROM timestore.partitions
@@ -114,74 +109,4 @@ func (s *Store) SnapshotAt(ctx context.Context, datasetID, version int64, from, 
 		return nil, fmt.Errorf("snapshot dataset %d at version %d: %w", datasetID, version, err)
 	}
 	return parts, nil
-}
-
-// Partitions lists a live dataset's partitions in one state: StateLive (also
-// for ""), StateRemoved (removed, not purged), StatePurged or
-// PartitionsStateAll; ordered by time_min, then id.
-func (s *Store) Partitions(ctx context.Context, name, state string) ([]Partition, error) {
-	var cond string
-	switch state {
-	case StateLive, "":
-		cond = `removed_in_version IS NULL`
-	case StateRemoved:
-		cond = `removed_in_version IS NOT NULL AND purged_at IS NULL`
-	case StatePurged:
-		cond = `purged_at IS NOT NULL`
-	case PartitionsStateAll:
-		cond = `TRUE`
-	default:
-		return nil, fmt.Errorf("list partitions of dataset %q: %w", name,
-			invalid(fmt.Errorf("state must be live, removed, purged or all, not %q", state)))
-	}
-	var parts []Partition
-	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var id int64
-		if err := tx.QueryRow(ctx,
-			`SELECT id FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, name).Scan(&id); err != nil {
-			return notFound(err)
-		}
-		rows, err := tx.Query(ctx, `
-			SELECT `+partitionColumns+` FROM timestore.partitions
-			WHERE dataset_id = $1 AND `+cond+`
-			ORDER BY time_min, id`, id)
-		parts, err = collect(rows, err, scanPartition)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list partitions of dataset %q: %w", name, err)
-	}
-	return parts, nil
-}
-
-// DatasetTotals sums the live partitions of a dataset (zero for an unknown id).
-func (s *Store) DatasetTotals(ctx context.Context, datasetID int64) (Totals, error) {
-	var t Totals
-	err := s.pool.QueryRow(ctx, `
-		SELECT count(*), coalesce(sum(row_count), 0)::bigint, coalesce(sum(size_bytes), 0)::bigint
-		FROM timestore.partitions
-		WHERE dataset_id = $1 AND removed_in_version IS NULL`, datasetID).Scan(&t.Partitions, &t.Rows, &t.Bytes)
-	if err != nil {
-		return Totals{}, fmt.Errorf("totals of dataset %d: %w", datasetID, err)
-	}
-	return t, nil
-}
-
-// ManifestVersions returns the recorded versions of a dataset's manifest,
-// newest first: at most limit of them (ListLimitDefault when limit <= 0,
-// never more than ListLimitMax).
-func (s *Store) ManifestVersions(ctx context.Context, datasetID int64, limit int) ([]ManifestVersion, error) {
-	if limit <= 0 {
-		limit = ListLimitDefault
-	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+manifestVersionColumns+` FROM timestore.manifest_versions
-		WHERE dataset_id = $1
-		ORDER BY version DESC
-		LIMIT $2`, datasetID, min(limit, ListLimitMax))
-	versions, err := collect(rows, err, scanManifestVersion)
-	if err != nil {
-		return nil, fmt.Errorf("manifest versions of dataset %d: %w", datasetID, err)
-	}
-	return versions, nil
 }

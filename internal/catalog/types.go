@@ -1,6 +1,10 @@
 // Package catalog keeps the manifest of every dataset in Postgres: datasets,
-// partitions, manifest versions and the audit log. All SQL of the project lives
-// here, behind Store; other packages see only the plain types of this file.
+// partitions, manifest versions and the audit log. All SQL on timestore's own
+// tables lives here, behind Store (River's tables are internal/jobs'); other
+// packages see only the plain types of this file. The files are named after
+// the table or concept they hold, as River files its SQL by table: dataset.go,
+// partitions.go, manifest_versions.go, commit.go, snapshot.go, lease.go,
+// holds.go, purge.go, exports.go, no_compact.go, audit.go and so on.
 //
 // Read docs/design.md before changing SQL here: the partition life cycle, the lock rules and the write/delete order.
 package catalog

@@ -23,8 +23,8 @@ import (
 // Kind is the job kind of compaction.
 const Kind = "compaction"
 
-// AuditActionMerge is the action of the audit row written with every merge.
-const AuditActionMerge = "compaction.merge"
+// ActionMerge is the action of the audit row written with every merge.
+const ActionMerge = "compaction.merge"
 
 // ErrVerify is wrapped by run errors about a merged file that does not match
 // what the manifest lists for its inputs (row count, time range) or what
@@ -526,7 +526,7 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 		Reason:    fmt.Sprintf("merge %d small partitions of window %s", len(g.Inputs), storage.WindowLabel(ds.Partition, g.WindowStart)),
 		Summary:   details,
 		Audit: []catalog.AuditEntry{{
-			Action:     AuditActionMerge,
+			Action:     ActionMerge,
 			Partitions: g.Inputs,
 			Bytes:      g.InputBytes,
 			Details:    details,

@@ -436,7 +436,7 @@ func testCompaction(t *testing.T, remote bool) {
 		require.Equal(t, int64(77), *v.JobID)
 		require.Equal(t, "job:77", v.Actor)
 	}
-	audit, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Dataset: b.ds.Name, Action: AuditActionMerge})
+	audit, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Dataset: b.ds.Name, Action: ActionMerge})
 	require.NoError(t, err)
 	require.Len(t, audit, 3)
 	require.Equal(t, "job:77", audit[0].Actor)

@@ -58,7 +58,7 @@ func (s *Service) Lifecycle(ctx context.Context, dataset string) (LifecycleStatu
 	if err != nil {
 		return LifecycleStatus{}, err
 	}
-	counts, err := s.store.UnfinishedJobs(ctx, Kinds(), d.ID)
+	counts, err := s.unfinishedJobs(ctx, Kinds(), d.ID)
 	if err != nil {
 		return LifecycleStatus{}, err
 	}

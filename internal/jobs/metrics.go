@@ -80,7 +80,7 @@ func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- backlogD
 func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), backlogTimeout)
 	defer cancel()
-	counts, err := c.s.store.UnfinishedJobs(ctx, Kinds(), 0)
+	counts, err := c.s.unfinishedJobs(ctx, Kinds(), 0)
 	if err != nil {
 		c.s.log.Warn("could not count the job backlog for /metrics", "error", err)
 		return

@@ -214,7 +214,7 @@ func (s *Service) commitPlan(ctx context.Context, plan Plan, datasetID int64, ro
 					},
 				}
 			}
-			if err := s.opts.Store.AppendAuditsTx(ctx, tx, entries); err != nil {
+			if err := s.opts.Store.AppendAuditBatchTx(ctx, tx, entries); err != nil {
 				return err
 			}
 			if s.opts.EnqueueSweep != nil {
@@ -307,9 +307,9 @@ func (s *Service) Restore(ctx context.Context, dataset string, ids []int64, ro R
 		}
 		var totals catalog.Totals
 		for _, r := range removed {
-			if r.RemovedBy != catalog.OpRetention {
+			if r.RemovalOperation != catalog.OpRetention {
 				return res, fmt.Errorf("restore partitions of %s: %w: partition %d was removed by %s in version %d, not by retention; "+
-					"only partitions removed by retention can be restored", dataset, catalog.ErrConflict, r.ID, r.RemovedBy, *r.RemovedInVersion)
+					"only partitions removed by retention can be restored", dataset, catalog.ErrConflict, r.ID, r.RemovalOperation, *r.RemovedInVersion)
 			}
 			add(&totals, r.Partition)
 		}

@@ -50,7 +50,7 @@ func (s *Service) AddHold(ctx context.Context, dataset string, from, to time.Tim
 		return res, nil
 	}
 	for _, p := range byRetention {
-		if p.RemovedBy == catalog.OpRetention {
+		if p.RemovalOperation == catalog.OpRetention {
 			res.RemovedPartitions = append(res.RemovedPartitions, p.ID)
 		}
 	}

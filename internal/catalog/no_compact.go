@@ -38,18 +38,9 @@ func (s *Store) SetNoCompact(ctx context.Context, dataset string, ids []int64, o
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `
-			SELECT `+partitionColumns+` FROM timestore.partitions
-			WHERE id = ANY($1) AND dataset_id = $2
-			ORDER BY id
-			FOR UPDATE`, sorted, d.ID)
-		found, err := collect(rows, err, scanPartition)
+		byID, err := lockPartitions(ctx, tx, d.ID, sorted)
 		if err != nil {
-			return fmt.Errorf("read partitions: %w", err)
-		}
-		byID := make(map[int64]Partition, len(found))
-		for _, p := range found {
-			byID[p.ID] = p
+			return err
 		}
 		var bytes int64
 		changed := 0
@@ -104,19 +95,4 @@ func RequireCompactable(ctx context.Context, tx Tx, ids []int64) error {
 		return fmt.Errorf("%w: partitions %v are marked no_compact", ErrConflict, marked)
 	}
 	return nil
-}
-
-// ObjectReferenced reports whether a partition in any state references the
-// object key on target. A writer whose commit failed in a way that leaves
-// its outcome unknown (a lost connection) asks this before deleting the
-// object it uploaded: deleting a referenced object would lose data, while
-// leaving an unreferenced one only leaves an orphan for reconcile.
-func (s *Store) ObjectReferenced(ctx context.Context, target, key string) (bool, error) {
-	var found bool
-	if err := s.pool.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM timestore.partitions WHERE target = $1 AND object_key = $2)`,
-		target, key).Scan(&found); err != nil {
-		return false, fmt.Errorf("look up object %s on target %s: %w", key, target, err)
-	}
-	return found, nil
 }

@@ -302,8 +302,8 @@ func (s *Store) VerifyExport(ctx context.Context, id int64, res ExportResult) (E
 		if err != nil {
 			return err
 		}
-		var name string
-		if err := tx.QueryRow(ctx, `SELECT name FROM timestore.datasets WHERE id = $1`, x.DatasetID).Scan(&name); err != nil {
+		d, err := readDataset(ctx, tx, anyByID, x.DatasetID, "")
+		if err != nil {
 			return fmt.Errorf("read dataset name: %w", err)
 		}
 		details := map[string]any{
@@ -319,7 +319,7 @@ func (s *Store) VerifyExport(ctx context.Context, id int64, res ExportResult) (E
 		return insertAudit(ctx, tx, AuditEntry{
 			Actor:      x.Actor,
 			Action:     ActionExportVerified,
-			Dataset:    name,
+			Dataset:    d.Name,
 			Partitions: x.PartitionIDs,
 			Bytes:      x.SizeBytes,
 			Details:    details,
@@ -396,20 +396,10 @@ func (s *Store) ListExports(ctx context.Context, dataset, state string) ([]Expor
 		return nil, fmt.Errorf("list exports of dataset %q: %w", dataset,
 			invalid(fmt.Errorf("state must be writing, verified, failed or superseded, not %q", state)))
 	}
-	var out []Export
-	err := s.inTx(ctx, consistentRead, func(tx pgx.Tx) error {
-		var id int64
-		if err := tx.QueryRow(ctx,
-			`SELECT id FROM timestore.datasets WHERE name = $1 AND deleted_at IS NULL`, dataset).Scan(&id); err != nil {
-			return notFound(err)
-		}
-		rows, err := tx.Query(ctx, `
-			SELECT `+exportColumns+` FROM timestore.exports
-			WHERE dataset_id = $1 AND ($2 = '' OR state = $2)
-			ORDER BY target, window_kind, window_start, version`, id, state)
-		out, err = collect(rows, err, scanExport)
-		return err
-	})
+	out, err := listOfLiveDataset(ctx, s, dataset, scanExport, `
+		SELECT `+exportColumns+` FROM timestore.exports
+		WHERE dataset_id = $1 AND ($2 = '' OR state = $2)
+		ORDER BY target, window_kind, window_start, version`, state)
 	if err != nil {
 		return nil, fmt.Errorf("list exports of dataset %q: %w", dataset, err)
 	}

@@ -82,23 +82,3 @@ func TestRequireCompactable(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, version+1, res.Version)
 }
-
-func TestObjectReferenced(t *testing.T) {
-	b := setup(t)
-	f := file(0, 1, 100)
-	ok, err := b.store.ObjectReferenced(b.ctx, f.Target, f.Key)
-	require.NoError(t, err)
-	require.False(t, ok)
-	added := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{f}}).Added
-	ok, err = b.store.ObjectReferenced(b.ctx, f.Target, f.Key)
-	require.NoError(t, err)
-	require.True(t, ok)
-	ok, err = b.store.ObjectReferenced(b.ctx, "other", f.Key)
-	require.NoError(t, err)
-	require.False(t, ok)
-	// Removed partitions still reference their object until it is purged.
-	b.commit(t, catalog.Change{Operation: catalog.OpRetention, Remove: []int64{added[0].ID}})
-	ok, err = b.store.ObjectReferenced(b.ctx, f.Target, f.Key)
-	require.NoError(t, err)
-	require.True(t, ok)
-}
