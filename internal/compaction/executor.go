@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,9 +18,6 @@ import (
 	"timestore/internal/faultpoint"
 	"timestore/internal/storage"
 )
-
-// Kind is the job kind of compaction.
-const Kind = "compaction"
 
 // AuditActionMerge is the action of the audit row written with every merge.
 const AuditActionMerge = "compaction.merge"
@@ -171,9 +167,6 @@ func New(opts Options) *Compactor {
 	return &Compactor{opts: opts, metrics: newMetrics(opts.Registerer)}
 }
 
-// Kind returns the job kind, "compaction".
-func (c *Compactor) Kind() string { return Kind }
-
 // PlanResult is a dry run: what a run would merge now.
 type PlanResult struct {
 	Dataset string `json:"dataset"`
@@ -281,66 +274,6 @@ type Result struct {
 	SmallPartitionsAfter  int `json:"small_partitions_after"`
 	// Duration is the wall time of the run.
 	Duration time.Duration `json:"duration"`
-}
-
-// SummaryMergesMax caps the merges Result.Summary lists one by one; the
-// totals always cover all of them.
-const SummaryMergesMax = 100
-
-// Summary renders r as the job's output. Merges beyond SummaryMergesMax are
-// counted in "merged_not_listed" rather than listed.
-func (r Result) Summary() map[string]any {
-	listed := r.Merged[:min(len(r.Merged), SummaryMergesMax)]
-	merged := make([]map[string]any, len(listed))
-	for i, m := range listed {
-		merged[i] = map[string]any{
-			"partition": m.Partition, "inputs": m.Inputs, "manifest_version": m.Version,
-			"rows": m.Rows, "input_bytes": m.InputBytes, "output_bytes": m.OutputBytes, "level": m.Level,
-			"seconds": map[string]float64{
-				"fetch": m.Timings.Fetch.Seconds(), "merge": m.Timings.Merge.Seconds(),
-				"upload": m.Timings.Upload.Seconds(), "commit": m.Timings.Commit.Seconds(),
-			},
-		}
-	}
-	return map[string]any{
-		"dataset":                 r.Dataset,
-		"planned_version":         r.PlannedVersion,
-		"planned_groups":          r.Planned,
-		"merges":                  len(r.Merged),
-		"conflicts":               r.Conflicts,
-		"input_partitions":        r.InputPartitions,
-		"output_partitions":       r.OutputPartitions,
-		"rows":                    r.Rows,
-		"input_bytes":             r.InputBytes,
-		"output_bytes":            r.OutputBytes,
-		"small_partitions_before": r.SmallPartitionsBefore,
-		"small_partitions_after":  r.SmallPartitionsAfter,
-		"duration_seconds":        r.Duration.Seconds(),
-		"merged":                  merged,
-		"merged_not_listed":       len(r.Merged) - len(listed),
-	}
-}
-
-// RunJob is one compaction run for the job harness: Run with the job's
-// identity, returning the result as the job's output (Result.Summary), also
-// when err is not nil. A run that abandoned any group on a conflict returns
-// an error wrapping catalog.ErrConflict after doing every other group.
-// actor defaults to "job:<jobID>". log, when not nil, is used as it is (the
-// harness's carries the job id, kind and dataset); otherwise the Compactor's
-// logger with the dataset, job id and attempt.
-func (c *Compactor) RunJob(ctx context.Context, dataset string, jobID int64, attempt int, actor string, log *slog.Logger) (map[string]any, error) {
-	if actor == "" {
-		actor = "job:" + strconv.FormatInt(jobID, 10)
-	}
-	if log == nil {
-		log = c.opts.Logger.With("dataset", dataset, "job_id", jobID, "attempt", attempt)
-	}
-	var id *int64
-	if jobID != 0 {
-		id = &jobID
-	}
-	res, err := c.Run(ctx, dataset, RunOptions{JobID: id, Actor: actor, Logger: log})
-	return res.Summary(), err
 }
 
 // RunOptions identify who runs a compaction.

@@ -338,18 +338,6 @@ type WindowResult struct {
 	Seconds     float64 `json:"seconds"`
 }
 
-// Summary renders r as a job's output.
-func (r Result) Summary() map[string]any {
-	windows := make([]string, len(r.Exported))
-	for i, w := range r.Exported {
-		windows[i] = fmt.Sprintf("%s v%d", w.Window, w.Version)
-	}
-	return map[string]any{
-		"dataset": r.Dataset, "exported": windows, "skipped": r.Skipped, "remaining": r.Remaining,
-		"rows": r.Rows, "bytes": r.Bytes, "lag_seconds": r.LagSeconds, "notes": r.Notes,
-	}
-}
-
 // Run exports the due windows of a dataset, oldest first. Each window is
 // verified and recorded on its own, so the work done survives a later
 // failure. Two windows are in flight at most: DuckDB writes the next

@@ -117,12 +117,15 @@ type Task interface {
 	// Plan computes what Run would do now, changing nothing (a dry run). The
 	// result is returned to the operator as JSON.
 	Plan(ctx context.Context, dataset string) (any, error)
-	// Run does the work; the returned summary is recorded as the job's
-	// output. Return an error wrapping ErrConflict when the manifest changed
-	// under the run (the job completes, outcome "conflict"), Halt(err) for an
-	// invariant violation (the job is cancelled and never retried), anything
-	// else to have River retry with backoff. Run must be safe to repeat.
-	Run(ctx context.Context, dataset string, job JobContext) (map[string]any, error)
+	// Run does the work and returns its summary: a struct of the kind's own
+	// type with JSON tags (compaction.Summary, export.Summary, ...), also
+	// when it returns an error (what was done before it). The harness
+	// records it as the "summary" of the job's output. Return an error
+	// wrapping ErrConflict when the manifest changed under the run (the job
+	// completes, outcome "conflict"), Halt(err) for an invariant violation
+	// (the job is cancelled and never retried), anything else to have River
+	// retry with backoff. Run must be safe to repeat.
+	Run(ctx context.Context, dataset string, job JobContext) (any, error)
 }
 
 // JobContext describes the job a Task runs in.
