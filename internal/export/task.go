@@ -17,19 +17,19 @@ const ContinueAfter = time.Second
 
 // Task is the "export" job: Plan is the dry run (the due windows with their
 // rows and bytes), Run exports them.
-type Task struct{ x *Exporter }
+type Task struct{ exp *Exporter }
 
 var _ jobs.Task = (*Task)(nil)
 
 // Task returns the task of job kind "export", for jobs.Options.Tasks.
-func (x *Exporter) Task() *Task { return &Task{x: x} }
+func (exp *Exporter) Task() *Task { return &Task{exp: exp} }
 
 // Kind implements jobs.Task.
 func (t *Task) Kind() string { return jobs.KindExport }
 
 // Plan implements jobs.Task: the due windows, changing nothing.
 func (t *Task) Plan(ctx context.Context, dataset string) (any, error) {
-	return t.x.Plan(ctx, dataset)
+	return t.exp.Plan(ctx, dataset)
 }
 
 // Run implements jobs.Task and returns a Summary, also with an error. A
@@ -41,7 +41,7 @@ func (t *Task) Plan(ctx context.Context, dataset string) (any, error) {
 // and continues.
 func (t *Task) Run(ctx context.Context, dataset string, job jobs.JobContext) (any, error) {
 	id := job.ID
-	res, err := t.x.Run(ctx, dataset, RunOptions{Actor: job.Actor, JobID: &id, Logger: job.Logger})
+	res, err := t.exp.Run(ctx, dataset, RunOptions{Actor: job.Actor, JobID: &id, Logger: job.Logger})
 	switch {
 	case errors.Is(err, ErrArchive) || errors.Is(err, ErrVerify) || errors.Is(err, ErrOccupied):
 		return res.Summary(), jobs.Halt(err)
