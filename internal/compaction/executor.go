@@ -11,11 +11,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/errgroup"
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/faultpoint"
+	"timestore/internal/objects"
 	"timestore/internal/storage"
 )
 
@@ -417,22 +417,24 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 	if err := faultpoint.Hit(ctx, faultpoint.CompactionBeforeUpload); err != nil {
 		return Merged{}, err
 	}
-	size, sum, err := target.PutFile(ctx, pf.Key, out)
+	uploads := &objects.Uploads{Store: c.opts.Store, Dataset: ds, Target: target, Actor: ro.Actor,
+		DiscardTimeout: c.opts.CommitTimeout, Logger: log}
+	puts, err := uploads.Upload(ctx, []objects.File{{Path: out, Key: pf.Key}})
 	if err != nil {
 		// The upload may have landed: do not leave it behind.
-		c.deleteUploaded(ctx, ds, target, pf.Key, 0, ro.Actor, "compaction output whose upload failed", log)
-		return Merged{}, fmt.Errorf("upload %s: %w", pf.Key, err)
+		uploads.Discard(ctx, "compaction output whose upload failed")
+		return Merged{}, err
 	}
-	pf.SizeBytes, pf.Checksum = size, sum
+	pf.SizeBytes, pf.Checksum = puts[0].Size, puts[0].Checksum
 	lap(&tm.Upload)
 
 	if err := faultpoint.Hit(ctx, faultpoint.CompactionAfterUpload); err != nil {
-		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
+		uploads.Discard(ctx, "compaction stopped before its commit")
 		return Merged{}, err
 	}
 	if c.opts.BeforeCommit != nil {
 		if err := c.opts.BeforeCommit(ctx, g); err != nil {
-			c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
+			uploads.Discard(ctx, "compaction stopped before its commit")
 			return Merged{}, err
 		}
 		phase = time.Now()
@@ -477,7 +479,7 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 		},
 	})
 	if err != nil {
-		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction whose manifest change did not take its output", log)
+		uploads.Discard(ctx, "compaction whose manifest change did not take its output")
 		return Merged{}, err
 	}
 	if len(cr.Added) != 1 {
@@ -502,67 +504,21 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 // fetch makes every input of g readable locally and returns the paths and a
 // function releasing them (safe to call more than once, also on error).
 func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error) {
-	paths := make([]string, len(g.Partitions))
-	releases := make([]func(), len(g.Partitions))
-	releaseAll := func() {
-		for _, r := range releases {
-			if r != nil {
-				r()
-			}
-		}
-	}
-	eg, gctx := errgroup.WithContext(ctx)
-	eg.SetLimit(c.opts.FetchConcurrency)
+	inputs := make([]objects.Stored, len(g.Partitions))
 	for i, p := range g.Partitions {
 		t, err := c.opts.Targets.Get(p.Target)
 		if err != nil {
-			return nil, releaseAll, fmt.Errorf("partition %d: %w", p.ID, err)
+			return nil, func() {}, fmt.Errorf("partition %d: %w", p.ID, err)
 		}
-		eg.Go(func() error {
-			// The merge rewrites these bytes under a new checksum and the
-			// inputs are then swept: a damaged input (on the local target's
-			// disk, or in the read cache after its download was checked)
-			// must stop the merge here, or the damage becomes the only copy.
-			path, release, err := c.opts.Cache.FetchVerified(gctx, t, p.Key, p.SizeBytes, p.Checksum)
-			if errors.Is(err, storage.ErrMismatch) {
-				return fmt.Errorf("%w: partition %d: %w", ErrVerify, p.ID, err)
-			}
-			if err != nil {
-				return fmt.Errorf("fetch partition %d (%s/%s): %w", p.ID, p.Target, p.Key, err)
-			}
-			paths[i], releases[i] = path, release
-			return nil
-		})
+		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
 	}
-	if err := eg.Wait(); err != nil {
-		return nil, releaseAll, err
+	// The merge rewrites these bytes under a new checksum and the inputs
+	// are then swept: a damaged input (on the local target's disk, or in
+	// the read cache after its download was checked) must stop the merge
+	// here, or the damage becomes the only copy.
+	paths, release, err := objects.Fetch(ctx, c.opts.Cache, inputs, c.opts.FetchConcurrency)
+	if errors.Is(err, storage.ErrMismatch) {
+		err = fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	return paths, releaseAll, nil
-}
-
-// deleteUploaded removes an uploaded output that the manifest does not
-// reference, with an audit record. The catalog first waits out the merge's
-// commit if it is still in flight (a commit that failed with a lost
-// connection or a timeout may still have committed) and keeps the object
-// if the commit took it (catalog.DiscardUploads); if the catalog cannot
-// tell, the object is left for reconcile: an orphan is harmless, a deleted
-// referenced object is lost data. Detached from ctx, so a cancelled job
-// still cleans up.
-func (c *Compactor) deleteUploaded(ctx context.Context, ds catalog.Dataset, target *storage.Target, key string, size int64, actor, reason string, log *slog.Logger) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CommitTimeout)
-	defer cancel()
-	discard, err := c.opts.Store.DiscardUploads(dctx, ds.ID, ds.Name, actor, reason, []catalog.Upload{{Target: target.Name, Key: key, Bytes: size}})
-	switch {
-	case err != nil:
-		log.WarnContext(ctx, "left uploaded compaction output in place: its commit may have succeeded; reconcile reclaims it if not",
-			"target", target.Name, "key", key, "error", err)
-		return
-	case len(discard) == 0:
-		log.WarnContext(ctx, "the commit reported as failed did commit: its output is kept", "target", target.Name, "key", key)
-		return
-	}
-	if err := target.Delete(dctx, key); err != nil && !errors.Is(err, storage.ErrNotExist) {
-		log.WarnContext(ctx, "could not delete unreferenced compaction output; reconcile will reclaim it",
-			"target", target.Name, "key", key, "error", err)
-	}
+	return paths, release, err
 }

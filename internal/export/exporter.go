@@ -38,6 +38,7 @@ import (
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/faultpoint"
+	"timestore/internal/objects"
 	"timestore/internal/storage"
 )
 
@@ -619,26 +620,21 @@ func (exp *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *st
 	if err := faultpoint.Hit(ctx, faultpoint.ExportBeforeUpload); err != nil {
 		return WindowResult{}, err
 	}
-	added := make([]catalog.ExportFile, len(st.files))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(exp.opts.Concurrency)
+	// A failed put that landed is a leftover under the window's prefix:
+	// the next attempt overwrites it (the same part number) or deletes it
+	// (deleteLeftovers).
+	toPut := make([]objects.File, len(st.files))
 	for i, f := range st.files {
-		g.Go(func() error {
-			key := PartKey(ds.Name, attempt.Window, attempt.WindowStart, first+i)
-			size, sum, err := target.PutFile(gctx, key, f.Path)
-			if err != nil {
-				return err
-			}
-			if size != f.SizeBytes {
-				return fmt.Errorf("upload %s: %w: sent %d bytes, the file has %d", key, storage.ErrMismatch, size, f.SizeBytes)
-			}
-			added[i] = catalog.ExportFile{Key: key, Rows: f.Rows, Bytes: size, Checksum: sum,
-				TimeMin: f.TimeMin.UTC(), TimeMax: f.TimeMax.UTC(), Version: attempt.Version}
-			return nil
-		})
+		toPut[i] = objects.File{Path: f.Path, Key: PartKey(ds.Name, attempt.Window, attempt.WindowStart, first+i), Size: f.SizeBytes}
 	}
-	if err := g.Wait(); err != nil {
+	puts, err := objects.Upload(ctx, target, toPut, exp.opts.Concurrency)
+	if err != nil {
 		return WindowResult{}, err
+	}
+	added := make([]catalog.ExportFile, len(st.files))
+	for i, f := range st.files {
+		added[i] = catalog.ExportFile{Key: puts[i].Key, Rows: f.Rows, Bytes: puts[i].Size, Checksum: puts[i].Checksum,
+			TimeMin: f.TimeMin.UTC(), TimeMax: f.TimeMax.UTC(), Version: attempt.Version}
 	}
 	if err := faultpoint.Hit(ctx, faultpoint.ExportAfterUpload); err != nil {
 		return WindowResult{}, err
@@ -731,70 +727,35 @@ func (exp *Exporter) checkOwner(ctx context.Context, target *storage.Target, att
 }
 
 // fetchInputs returns local paths of the partitions' files (through the
-// cache for remote targets), pinned until release is called.
+// cache for remote targets), each verified against its record, pinned
+// until release is called. What is exported may become the only copy
+// (require_export): a damaged input must not be exported under a fresh
+// checksum.
 func (exp *Exporter) fetchInputs(ctx context.Context, parts []catalog.Partition) ([]string, func(), error) {
-	files := make([]fetchable, len(parts))
+	inputs := make([]objects.Stored, len(parts))
 	for i, p := range parts {
 		t, err := exp.opts.Targets.Get(p.Target)
 		if err != nil {
 			return nil, nil, fmt.Errorf("partition %d: %w", p.ID, err)
 		}
-		files[i] = fetchable{target: t, key: p.Key, size: p.SizeBytes, checksum: p.Checksum}
+		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
 	}
-	return exp.fetch(ctx, files)
+	return objects.Fetch(ctx, exp.opts.Cache, inputs, exp.opts.Concurrency)
 }
 
 // fetchFiles returns local paths of a verified version's files on target.
 // A file that is missing or differs from its record is an error wrapping
 // ErrArchive.
 func (exp *Exporter) fetchFiles(ctx context.Context, target *storage.Target, files []catalog.ExportFile) ([]string, func(), error) {
-	fs := make([]fetchable, len(files))
+	exported := make([]objects.Stored, len(files))
 	for i, f := range files {
-		fs[i] = fetchable{target: target, key: f.Key, size: f.Bytes, checksum: f.Checksum}
+		exported[i] = objects.Stored{Target: target, Key: f.Key, Size: f.Bytes, Checksum: f.Checksum, Name: fmt.Sprintf("exported file of version %d", f.Version)}
 	}
-	paths, release, err := exp.fetch(ctx, fs)
+	paths, release, err := objects.Fetch(ctx, exp.opts.Cache, exported, exp.opts.Concurrency)
 	if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrMismatch) {
 		err = fmt.Errorf("%w: read the current version's files: %w", ErrArchive, err)
 	}
 	return paths, release, err
-}
-
-type fetchable struct {
-	target   *storage.Target
-	key      string
-	size     int64
-	checksum string
-}
-
-func (exp *Exporter) fetch(ctx context.Context, files []fetchable) ([]string, func(), error) {
-	paths := make([]string, len(files))
-	releases := make([]func(), len(files))
-	releaseAll := func() {
-		for _, r := range releases {
-			if r != nil {
-				r()
-			}
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(exp.opts.Concurrency)
-	for i, f := range files {
-		g.Go(func() error {
-			// What is exported may become the only copy (require_export):
-			// a damaged input must not be exported under a fresh checksum.
-			p, rel, err := exp.opts.Cache.FetchVerified(gctx, f.target, f.key, f.size, f.checksum)
-			if err != nil {
-				return err
-			}
-			paths[i], releases[i] = p, rel
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		releaseAll()
-		return nil, nil, err
-	}
-	return paths, releaseAll, nil
 }
 
 // verify reads back the new files and the manifest and checks their sizes
