@@ -8,7 +8,7 @@
 // leased snapshot, DuckDB writes sorted zstd Parquet, upload, _manifest.json
 // last, read back, then one catalog transaction records the version as
 // verified with an audit row; CoveredFunc (coverage.go) is retention's
-// require_export gate.
+// require_export gate; Task (task.go) is the "export" job.
 //
 // Layout, per window: exports/DATASET/window=LABEL/part-NNNN.parquet and
 // exports/DATASET/window=LABEL/_manifest.json. Versions of a window are

@@ -9,6 +9,13 @@
 // a Task only plans and runs. A kind without a registered Task is a valid
 // kind that this build cannot run (ErrUnsupported).
 //
+// Every lifecycle package builds its Task the same way (internal/export/task.go
+// is the model): a task.go holds a small type whose Kind, Plan and Run call
+// the package's domain type (Exporter.Plan, Exporter.Run with RunOptions),
+// map its errors onto ErrConflict, Halt or river.JobSnooze, and render its
+// result as the kind's typed summary (a struct with JSON tags). Nothing
+// job-shaped leaks into the domain code.
+//
 // Every job is unique per (kind, dataset) while it is pending, scheduled,
 // available, retryable or running, so triggering twice, or a schedule firing
 // while a manual run waits, yields one job. Tasks must be safe to run twice:

@@ -13,6 +13,7 @@
 //     objects.
 //
 // Holds (AddHold) keep time ranges of a dataset from being removed.
+// RetentionTask and SweepTask (task.go) are the two jobs.
 package retention
 
 import (
