@@ -134,12 +134,7 @@ func TestFailedCommitDiscardsAndAuditsUploads(t *testing.T) {
 		}})
 	_, err := svc.Ingest(s.Ctx, ingest.Request{Dataset: "cpu", Format: engine.FormatCSV, Body: strings.NewReader(body), Actor: "api:user"})
 	require.Error(t, err)
-	var keys []string
-	require.NoError(t, s.Target.List(s.Ctx, "", func(o storage.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}))
-	require.Empty(t, keys, "uploads left behind")
+	require.Empty(t, objectKeys(t, s), "uploads left behind")
 	entries, err := s.Store.ListAudit(s.Ctx, catalog.AuditFilter{Action: catalog.ActionDiscardUpload})
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "one audit record per discarded upload (two windows)")
@@ -164,18 +159,24 @@ func TestFailedUploadThatLandedIsDiscarded(t *testing.T) {
 	_, err := s.Ingest.Ingest(s.Ctx, ingest.Request{Dataset: "cpu", Format: engine.FormatCSV, Body: strings.NewReader(body), Actor: "api:user"})
 	require.ErrorIs(t, err, errLost)
 	require.Equal(t, 2, faulty.Calls(storage.OpUpload), "both windows' files were put")
-	var keys []string
-	require.NoError(t, s.Target.List(s.Ctx, "", func(o storage.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}))
-	require.Empty(t, keys, "uploads left behind")
+	require.Empty(t, objectKeys(t, s), "uploads left behind")
 	entries, err := s.Store.ListAudit(s.Ctx, catalog.AuditFilter{Action: catalog.ActionDiscardUpload})
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "one audit record per discarded upload, the failed one included")
 	tot, err := s.Store.DatasetTotals(s.Ctx, s.Dataset.ID)
 	require.NoError(t, err)
 	require.Zero(t, tot.Rows)
+}
+
+// objectKeys lists the keys of every object on the dataset's target.
+func objectKeys(t *testing.T, s *stacktest.Stack) []string {
+	t.Helper()
+	var keys []string
+	require.NoError(t, s.Target.List(s.Ctx, "", func(o storage.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}))
+	return keys
 }
 
 func queryCount() query.Request {

@@ -129,37 +129,17 @@ func (r ApplyResult) Summary() ApplySummary {
 	}
 }
 
-// SweepSummary is a sweep as recorded in its job's output.
+// SweepSummary is a sweep as recorded in its job's output: the
+// SweepResult with NextSweepIn in seconds and as a duration.
 type SweepSummary struct {
-	Dataset        string         `json:"dataset"`
-	Datasets       []DatasetSweep `json:"datasets"`
-	Purged         int            `json:"purged"`
-	PurgedBytes    int64          `json:"purged_bytes"`
-	ObjectsDeleted int            `json:"objects_deleted"`
-	AlreadyGone    int            `json:"already_gone"`
-	DeleteErrors   int            `json:"delete_errors"`
-	KeptByGrace    int            `json:"kept_by_grace"`
-	KeptByLease    int            `json:"kept_by_lease"`
-	// NextSweepInSeconds and NextSweepAfter are SweepResult.NextSweepIn.
+	SweepResult
 	NextSweepInSeconds float64 `json:"next_sweep_in_s"`
 	NextSweepAfter     string  `json:"next_sweep_after"`
 }
 
 // Summary renders r as a job's output.
 func (r SweepResult) Summary() SweepSummary {
-	return SweepSummary{
-		Dataset:            r.Dataset,
-		Datasets:           r.Datasets,
-		Purged:             r.Purged,
-		PurgedBytes:        r.PurgedBytes,
-		ObjectsDeleted:     r.ObjectsDeleted,
-		AlreadyGone:        r.AlreadyGone,
-		DeleteErrors:       r.DeleteErrors,
-		KeptByGrace:        r.KeptByGrace,
-		KeptByLease:        r.KeptByLease,
-		NextSweepInSeconds: r.NextSweepIn.Seconds(),
-		NextSweepAfter:     r.NextSweepIn.String(),
-	}
+	return SweepSummary{SweepResult: r, NextSweepInSeconds: r.NextSweepIn.Seconds(), NextSweepAfter: r.NextSweepIn.String()}
 }
 
 // SweepPlan is the dry run of a sweep: per dataset, what would be purged now.
