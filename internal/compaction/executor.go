@@ -45,7 +45,7 @@ const (
 type Store interface {
 	Snapshot(ctx context.Context, name string, from, to *time.Time) (catalog.Snapshot, error)
 	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
-	DiscardUploads(ctx context.Context, datasetID int64, dataset, actor, reason string, uploads []catalog.Upload) ([]catalog.Upload, error)
+	objects.Discarder
 }
 
 var _ Store = (*catalog.Store)(nil)

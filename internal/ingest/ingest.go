@@ -54,9 +54,19 @@ type Result struct {
 	Replayed          bool  `json:"replayed,omitempty"`
 }
 
+// Store is what ingest needs of the catalog; *catalog.Store has it.
+type Store interface {
+	GetDataset(ctx context.Context, name string) (catalog.Dataset, error)
+	LookupIdempotency(ctx context.Context, datasetID int64, key string) (catalog.IdempotencyRecord, bool, error)
+	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
+	objects.Discarder
+}
+
+var _ Store = (*catalog.Store)(nil)
+
 // Options configures a Service.
 type Options struct {
-	Store   *catalog.Store
+	Store   Store
 	Targets *storage.Targets
 	Engine  *engine.Engine
 	// TempDir holds spooled bodies and parquet files before upload.
