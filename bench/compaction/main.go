@@ -2,7 +2,7 @@
 // the same files: 200 small partitions of 10k rows (ts, series, value), 2M
 // rows in one day window, merged into one time-sorted zstd Parquet file.
 //
-// timestore's time is Compactor.RunJob: read the manifest, plan, merge with
+// timestore's time is Compactor.Run: read the manifest, plan, merge with
 // DuckDB, verify the row count, take the statistics, upload to the local
 // target and commit the manifest change. Raw DuckDB's is
 // COPY (SELECT * FROM read_parquet([...]) ORDER BY ts) TO 'x.parquet'
@@ -190,16 +190,19 @@ func main() {
 			}
 			timestore := func() {
 				start := time.Now()
-				out, err := compactor.RunJob(ctx, name, int64(run+1), 1, "bench", nil)
+				jobID := int64(run + 1)
+				r, err := compactor.Run(ctx, name, compaction.RunOptions{JobID: &jobID, Actor: "bench"})
 				if err != nil {
 					log.Fatal(err)
 				}
 				res.timestore = append(res.timestore, time.Since(start))
-				if out["merges"] != 1 || out["rows"] != total {
-					log.Fatalf("compaction did %v merges of %v rows, want 1 of %d", out["merges"], out["rows"], total)
+				out := r.Summary()
+				if out.Merges != 1 || out.Rows != total {
+					log.Fatalf("compaction did %v merges of %v rows, want 1 of %d", out.Merges, out.Rows, total)
 				}
-				res.outputBytes = out["output_bytes"].(int64)
-				res.phases = append(res.phases, out["merged"].([]map[string]any)[0]["seconds"].(map[string]float64))
+				res.outputBytes = out.OutputBytes
+				sec := out.Merged[0].Seconds
+				res.phases = append(res.phases, map[string]float64{"fetch": sec.Fetch, "merge": sec.Merge, "upload": sec.Upload, "commit": sec.Commit})
 			}
 			// Untimed warm-ups of both DuckDB instances: whatever is measured
 			// first after the ingest runs markedly slower on the test
@@ -234,7 +237,7 @@ func main() {
 		}{
 			{"raw DuckDB `COPY … ORDER BY ts`", res.raw},
 			{"`engine.Merge`", res.merge},
-			{"timestore compaction (`Compactor.RunJob`)", res.timestore},
+			{"timestore compaction (`Compactor.Run`)", res.timestore},
 		} {
 			best, med := slices.Min(m.times), median(m.times)
 			fmt.Printf("| %s | %.3f | %.3f | %.2fM | %.1f | %.2f× | %.2f× |\n", m.name, best.Seconds(), med.Seconds(),

@@ -7,21 +7,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/errgroup"
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/faultpoint"
+	"timestore/internal/objects"
 	"timestore/internal/storage"
 )
-
-// Kind is the job kind of compaction.
-const Kind = "compaction"
 
 // ActionMerge is the action of the audit row written with every merge.
 const ActionMerge = "compaction.merge"
@@ -49,7 +45,7 @@ const (
 type Store interface {
 	Snapshot(ctx context.Context, name string, from, to *time.Time) (catalog.Snapshot, error)
 	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
-	DiscardUploads(ctx context.Context, datasetID int64, dataset, actor, reason string, uploads []catalog.Upload) ([]catalog.Upload, error)
+	objects.Discarder
 }
 
 var _ Store = (*catalog.Store)(nil)
@@ -171,9 +167,6 @@ func New(opts Options) *Compactor {
 	return &Compactor{opts: opts, metrics: newMetrics(opts.Registerer)}
 }
 
-// Kind returns the job kind, "compaction".
-func (c *Compactor) Kind() string { return Kind }
-
 // PlanResult is a dry run: what a run would merge now.
 type PlanResult struct {
 	Dataset string `json:"dataset"`
@@ -281,66 +274,6 @@ type Result struct {
 	SmallPartitionsAfter  int `json:"small_partitions_after"`
 	// Duration is the wall time of the run.
 	Duration time.Duration `json:"duration"`
-}
-
-// SummaryMergesMax caps the merges Result.Summary lists one by one; the
-// totals always cover all of them.
-const SummaryMergesMax = 100
-
-// Summary renders r as the job's output. Merges beyond SummaryMergesMax are
-// counted in "merged_not_listed" rather than listed.
-func (r Result) Summary() map[string]any {
-	listed := r.Merged[:min(len(r.Merged), SummaryMergesMax)]
-	merged := make([]map[string]any, len(listed))
-	for i, m := range listed {
-		merged[i] = map[string]any{
-			"partition": m.Partition, "inputs": m.Inputs, "manifest_version": m.Version,
-			"rows": m.Rows, "input_bytes": m.InputBytes, "output_bytes": m.OutputBytes, "level": m.Level,
-			"seconds": map[string]float64{
-				"fetch": m.Timings.Fetch.Seconds(), "merge": m.Timings.Merge.Seconds(),
-				"upload": m.Timings.Upload.Seconds(), "commit": m.Timings.Commit.Seconds(),
-			},
-		}
-	}
-	return map[string]any{
-		"dataset":                 r.Dataset,
-		"planned_version":         r.PlannedVersion,
-		"planned_groups":          r.Planned,
-		"merges":                  len(r.Merged),
-		"conflicts":               r.Conflicts,
-		"input_partitions":        r.InputPartitions,
-		"output_partitions":       r.OutputPartitions,
-		"rows":                    r.Rows,
-		"input_bytes":             r.InputBytes,
-		"output_bytes":            r.OutputBytes,
-		"small_partitions_before": r.SmallPartitionsBefore,
-		"small_partitions_after":  r.SmallPartitionsAfter,
-		"duration_seconds":        r.Duration.Seconds(),
-		"merged":                  merged,
-		"merged_not_listed":       len(r.Merged) - len(listed),
-	}
-}
-
-// RunJob is one compaction run for the job harness: Run with the job's
-// identity, returning the result as the job's output (Result.Summary), also
-// when err is not nil. A run that abandoned any group on a conflict returns
-// an error wrapping catalog.ErrConflict after doing every other group.
-// actor defaults to "job:<jobID>". log, when not nil, is used as it is (the
-// harness's carries the job id, kind and dataset); otherwise the Compactor's
-// logger with the dataset, job id and attempt.
-func (c *Compactor) RunJob(ctx context.Context, dataset string, jobID int64, attempt int, actor string, log *slog.Logger) (map[string]any, error) {
-	if actor == "" {
-		actor = "job:" + strconv.FormatInt(jobID, 10)
-	}
-	if log == nil {
-		log = c.opts.Logger.With("dataset", dataset, "job_id", jobID, "attempt", attempt)
-	}
-	var id *int64
-	if jobID != 0 {
-		id = &jobID
-	}
-	res, err := c.Run(ctx, dataset, RunOptions{JobID: id, Actor: actor, Logger: log})
-	return res.Summary(), err
 }
 
 // RunOptions identify who runs a compaction.
@@ -484,22 +417,24 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 	if err := faultpoint.Hit(ctx, faultpoint.CompactionBeforeUpload); err != nil {
 		return Merged{}, err
 	}
-	size, sum, err := target.PutFile(ctx, pf.Key, out)
+	uploads := &objects.Uploads{Store: c.opts.Store, Dataset: ds, Target: target, Actor: ro.Actor,
+		DiscardTimeout: c.opts.CommitTimeout, Logger: log}
+	puts, err := uploads.Upload(ctx, []objects.File{{Path: out, Key: pf.Key}})
 	if err != nil {
 		// The upload may have landed: do not leave it behind.
-		c.deleteUploaded(ctx, ds, target, pf.Key, 0, ro.Actor, "compaction output whose upload failed", log)
-		return Merged{}, fmt.Errorf("upload %s: %w", pf.Key, err)
+		uploads.Discard(ctx, "compaction output whose upload failed")
+		return Merged{}, err
 	}
-	pf.SizeBytes, pf.Checksum = size, sum
+	pf.SizeBytes, pf.Checksum = puts[0].Size, puts[0].Checksum
 	lap(&tm.Upload)
 
 	if err := faultpoint.Hit(ctx, faultpoint.CompactionAfterUpload); err != nil {
-		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
+		uploads.Discard(ctx, "compaction stopped before its commit")
 		return Merged{}, err
 	}
 	if c.opts.BeforeCommit != nil {
 		if err := c.opts.BeforeCommit(ctx, g); err != nil {
-			c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction stopped before its commit", log)
+			uploads.Discard(ctx, "compaction stopped before its commit")
 			return Merged{}, err
 		}
 		phase = time.Now()
@@ -544,7 +479,7 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 		},
 	})
 	if err != nil {
-		c.deleteUploaded(ctx, ds, target, pf.Key, pf.SizeBytes, ro.Actor, "compaction whose manifest change did not take its output", log)
+		uploads.Discard(ctx, "compaction whose manifest change did not take its output")
 		return Merged{}, err
 	}
 	if len(cr.Added) != 1 {
@@ -569,67 +504,21 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 // fetch makes every input of g readable locally and returns the paths and a
 // function releasing them (safe to call more than once, also on error).
 func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error) {
-	paths := make([]string, len(g.Partitions))
-	releases := make([]func(), len(g.Partitions))
-	releaseAll := func() {
-		for _, r := range releases {
-			if r != nil {
-				r()
-			}
-		}
-	}
-	eg, gctx := errgroup.WithContext(ctx)
-	eg.SetLimit(c.opts.FetchConcurrency)
+	inputs := make([]objects.Stored, len(g.Partitions))
 	for i, p := range g.Partitions {
 		t, err := c.opts.Targets.Get(p.Target)
 		if err != nil {
-			return nil, releaseAll, fmt.Errorf("partition %d: %w", p.ID, err)
+			return nil, func() {}, fmt.Errorf("partition %d: %w", p.ID, err)
 		}
-		eg.Go(func() error {
-			// The merge rewrites these bytes under a new checksum and the
-			// inputs are then swept: a damaged input (on the local target's
-			// disk, or in the read cache after its download was checked)
-			// must stop the merge here, or the damage becomes the only copy.
-			path, release, err := c.opts.Cache.FetchVerified(gctx, t, p.Key, p.SizeBytes, p.Checksum)
-			if errors.Is(err, storage.ErrMismatch) {
-				return fmt.Errorf("%w: partition %d: %w", ErrVerify, p.ID, err)
-			}
-			if err != nil {
-				return fmt.Errorf("fetch partition %d (%s/%s): %w", p.ID, p.Target, p.Key, err)
-			}
-			paths[i], releases[i] = path, release
-			return nil
-		})
+		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
 	}
-	if err := eg.Wait(); err != nil {
-		return nil, releaseAll, err
+	// The merge rewrites these bytes under a new checksum and the inputs
+	// are then swept: a damaged input (on the local target's disk, or in
+	// the read cache after its download was checked) must stop the merge
+	// here, or the damage becomes the only copy.
+	paths, release, err := objects.Fetch(ctx, c.opts.Cache, inputs, c.opts.FetchConcurrency)
+	if errors.Is(err, storage.ErrMismatch) {
+		err = fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	return paths, releaseAll, nil
-}
-
-// deleteUploaded removes an uploaded output that the manifest does not
-// reference, with an audit record. The catalog first waits out the merge's
-// commit if it is still in flight (a commit that failed with a lost
-// connection or a timeout may still have committed) and keeps the object
-// if the commit took it (catalog.DiscardUploads); if the catalog cannot
-// tell, the object is left for reconcile: an orphan is harmless, a deleted
-// referenced object is lost data. Detached from ctx, so a cancelled job
-// still cleans up.
-func (c *Compactor) deleteUploaded(ctx context.Context, ds catalog.Dataset, target *storage.Target, key string, size int64, actor, reason string, log *slog.Logger) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CommitTimeout)
-	defer cancel()
-	discard, err := c.opts.Store.DiscardUploads(dctx, ds.ID, ds.Name, actor, reason, []catalog.Upload{{Target: target.Name, Key: key, Bytes: size}})
-	switch {
-	case err != nil:
-		log.WarnContext(ctx, "left uploaded compaction output in place: its commit may have succeeded; reconcile reclaims it if not",
-			"target", target.Name, "key", key, "error", err)
-		return
-	case len(discard) == 0:
-		log.WarnContext(ctx, "the commit reported as failed did commit: its output is kept", "target", target.Name, "key", key)
-		return
-	}
-	if err := target.Delete(dctx, key); err != nil && !errors.Is(err, storage.ErrNotExist) {
-		log.WarnContext(ctx, "could not delete unreferenced compaction output; reconcile will reclaim it",
-			"target", target.Name, "key", key, "error", err)
-	}
+	return paths, release, err
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/ingest"
+	"timestore/internal/jobs"
 	"timestore/internal/policy"
 	"timestore/internal/query"
 	"timestore/internal/storage"
@@ -375,13 +377,13 @@ func testCompaction(t *testing.T, remote bool) {
 	require.Equal(t, objectsBefore, b.objects(t))
 
 	// The run.
-	out, err := c.RunJob(b.ctx, b.ds.Name, 77, 1, "", nil)
+	out, err := runJob(b.ctx, c, b.ds.Name, 77)
 	require.NoError(t, err)
-	require.EqualValues(t, 3, out["merges"])
-	require.EqualValues(t, 0, out["conflicts"])
-	require.EqualValues(t, 15, out["input_partitions"])
-	require.EqualValues(t, 3, out["output_partitions"])
-	require.EqualValues(t, 8*300+7*300, out["rows"])
+	require.EqualValues(t, 3, out.Merges)
+	require.EqualValues(t, 0, out.Conflicts)
+	require.EqualValues(t, 15, out.InputPartitions)
+	require.EqualValues(t, 3, out.OutputPartitions)
+	require.EqualValues(t, 8*300+7*300, out.Rows)
 
 	// The manifest: inputs removed (not deleted), one level-1 output per
 	// group, everything else untouched; the count dropped as planned.
@@ -465,7 +467,7 @@ func testCompaction(t *testing.T, remote bool) {
 	require.EqualValues(t, sumBytes(outputs), promtest.ToFloat64(c.metrics.outputBytes))
 	require.EqualValues(t, 0, promtest.ToFloat64(c.metrics.conflicts.WithLabelValues("cpu")))
 	wantBacklog := Backlog(after, *b.ds.Policy.Compaction, catalog.WindowDay)
-	require.EqualValues(t, wantBacklog, out["small_partitions_after"])
+	require.EqualValues(t, wantBacklog, out.SmallPartitionsAfter)
 	require.EqualValues(t, wantBacklog, promtest.ToFloat64(c.metrics.smallBacklog.WithLabelValues("cpu")))
 	require.EqualValues(t, 3, observations(t, c.metrics.duration, "ok"))
 	problems, err := promtest.GatherAndLint(reg)
@@ -474,9 +476,9 @@ func testCompaction(t *testing.T, remote bool) {
 
 	// A second run finds nothing to do and changes nothing.
 	version := versions[0].Version
-	out, err = c.RunJob(b.ctx, b.ds.Name, 78, 1, "", nil)
+	out, err = runJob(b.ctx, c, b.ds.Name, 78)
 	require.NoError(t, err)
-	require.EqualValues(t, 0, out["merges"])
+	require.EqualValues(t, 0, out.Merges)
 	d, err := b.store.GetDataset(b.ctx, b.ds.Name)
 	require.NoError(t, err)
 	require.Equal(t, version, d.ManifestVersion)
@@ -516,12 +518,12 @@ func TestCompactionLevels(t *testing.T) {
 		b.ingestRows(t, at(0, 0), at(0, 12), 200)
 	}
 	c, _ := b.compactor(t, nil)
-	_, err := c.RunJob(b.ctx, b.ds.Name, 1, 1, "", nil)
+	_, err := runJob(b.ctx, c, b.ds.Name, 1)
 	require.NoError(t, err)
 	for range 2 {
 		b.ingestRows(t, at(0, 12), at(1, 0), 200)
 	}
-	_, err = c.RunJob(b.ctx, b.ds.Name, 2, 1, "", nil)
+	_, err = runJob(b.ctx, c, b.ds.Name, 2)
 	require.NoError(t, err)
 	live := b.live(t)
 	require.Len(t, live, 1)
@@ -594,9 +596,9 @@ func TestCompactionWhileQuerying(t *testing.T) {
 				}
 			})
 			waitQueries(1)
-			out, err := c.RunJob(b.ctx, b.ds.Name, 5, 1, "", nil)
+			out, err := runJob(b.ctx, c, b.ds.Name, 5)
 			require.NoError(t, err)
-			require.EqualValues(t, 3, out["merges"])
+			require.EqualValues(t, 3, out.Merges)
 			waitQueries(2)
 			close(stop)
 			require.NoError(t, <-errc)
@@ -632,10 +634,10 @@ func TestCompactionConflict(t *testing.T) {
 				}
 			})
 			sweepsBefore := b.sweeps.Load()
-			out, err := c.RunJob(b.ctx, b.ds.Name, 9, 1, "", nil)
+			out, err := runJob(b.ctx, c, b.ds.Name, 9)
 			require.ErrorIs(t, err, catalog.ErrConflict)
-			require.EqualValues(t, 1, out["conflicts"])
-			require.EqualValues(t, 2, out["merges"], "the groups of day 1 merged")
+			require.EqualValues(t, 1, out.Conflicts)
+			require.EqualValues(t, 2, out.Merges, "the groups of day 1 merged")
 			require.EqualValues(t, 1, promtest.ToFloat64(c.metrics.conflicts.WithLabelValues("cpu")))
 			require.EqualValues(t, 2, promtest.ToFloat64(c.metrics.merges.WithLabelValues("cpu")))
 			require.EqualValues(t, 1, observations(t, c.metrics.duration, "conflict"))
@@ -654,10 +656,10 @@ func TestCompactionConflict(t *testing.T) {
 			b.requireNoLeakedObject(t)
 
 			// A retry re-plans from the manifest as it is: the 7 left merge.
-			out, err = c.RunJob(b.ctx, b.ds.Name, 9, 2, "", nil)
+			out, err = runJob(b.ctx, c, b.ds.Name, 9)
 			require.NoError(t, err)
-			require.EqualValues(t, 1, out["merges"])
-			require.EqualValues(t, 7, out["input_partitions"])
+			require.EqualValues(t, 1, out.Merges)
+			require.EqualValues(t, 7, out.InputPartitions)
 			b.requireNoLeakedObject(t)
 		})
 	}
@@ -690,10 +692,10 @@ func TestCompactionNoCompact(t *testing.T) {
 	require.Equal(t, []int64{parts[0].ID, parts[1].ID, parts[2].ID}, plan.Groups[0].Inputs)
 	require.Equal(t, []int64{parts[4].ID, parts[5].ID, parts[6].ID}, plan.Groups[1].Inputs)
 
-	out, err := c.RunJob(b.ctx, b.ds.Name, 3, 1, "", nil)
+	out, err := runJob(b.ctx, c, b.ds.Name, 3)
 	require.ErrorIs(t, err, catalog.ErrConflict)
-	require.EqualValues(t, 1, out["conflicts"])
-	require.EqualValues(t, 1, out["merges"])
+	require.EqualValues(t, 1, out.Conflicts)
+	require.EqualValues(t, 1, out.Merges)
 	b.requireNoLeakedObject(t)
 	var ids []int64
 	levels := 0
@@ -737,10 +739,10 @@ func TestCompactionAbortCleansUp(t *testing.T) {
 			fb := storage.NewFaultyBucket(b.target.Bucket)
 			require.NoError(t, b.targets.SetBucket(b.target.Name, fb))
 			c, _ := b.compactor(t, func(o *Options) { configure(o, fb) })
-			out, err := c.RunJob(b.ctx, b.ds.Name, 4, 1, "", nil)
+			out, err := runJob(b.ctx, c, b.ds.Name, 4)
 			require.ErrorIs(t, err, errBoom)
 			require.NotErrorIs(t, err, catalog.ErrConflict)
-			require.EqualValues(t, 0, out["merges"])
+			require.EqualValues(t, 0, out.Merges)
 			require.Equal(t, before, b.live(t))
 			fb.Reset()
 			require.ElementsMatch(t, objects, b.objects(t))
@@ -763,7 +765,7 @@ func TestCompactionCommitOutcomeUnknown(t *testing.T) {
 	for _, committed := range []bool{false, true} {
 		st := &lossyStore{Store: b.store, commitAnyway: committed, err: errLost}
 		c, _ := b.compactor(t, func(o *Options) { o.Store = st })
-		_, err := c.RunJob(b.ctx, b.ds.Name, 1, 1, "", nil)
+		_, err := runJob(b.ctx, c, b.ds.Name, 1)
 		require.ErrorIs(t, err, errLost)
 		b.requireNoLeakedObject(t)
 		live := b.live(t)
@@ -795,7 +797,7 @@ func (s *lossyStore) Commit(ctx context.Context, ch catalog.Change) (catalog.Com
 
 // TestCompactionVerifyFails: a merged file that does not hold the rows the
 // manifest lists is an invariant violation: nothing is uploaded or
-// committed, and the error says ErrVerify.
+// committed, the error says ErrVerify and the job halts (no retry).
 func TestCompactionVerifyFails(t *testing.T) {
 	t.Parallel()
 	b := setup(t, false)
@@ -805,10 +807,11 @@ func TestCompactionVerifyFails(t *testing.T) {
 	}
 	before, objects := b.live(t), b.objects(t)
 	c, _ := b.compactor(t, func(o *Options) { o.Store = &miscountingStore{Store: b.store} })
-	out, err := c.RunJob(b.ctx, b.ds.Name, 1, 1, "", nil)
+	out, err := runJob(b.ctx, c, b.ds.Name, 1)
 	require.ErrorIs(t, err, ErrVerify)
+	require.True(t, jobs.IsHalt(err), "a merge that fails its verification halts the job: %v", err)
 	require.NotErrorIs(t, err, catalog.ErrConflict)
-	require.EqualValues(t, 0, out["merges"])
+	require.EqualValues(t, 0, out.Merges)
 	require.Equal(t, before, b.live(t))
 	require.ElementsMatch(t, objects, b.objects(t))
 }
@@ -828,9 +831,9 @@ func TestSummaryListsAtMostSummaryMergesMax(t *testing.T) {
 	t.Parallel()
 	r := Result{Merged: make([]Merged, SummaryMergesMax+7)}
 	s := r.Summary()
-	require.Len(t, s["merged"], SummaryMergesMax)
-	require.Equal(t, 7, s["merged_not_listed"])
-	require.Equal(t, SummaryMergesMax+7, s["merges"])
+	require.Len(t, s.Merged, SummaryMergesMax)
+	require.Equal(t, 7, s.MergedNotListed)
+	require.Equal(t, SummaryMergesMax+7, s.Merges)
 }
 
 // TestCommitOutcomeUnknownKeepsOutput: the merge's commit runs past the
@@ -847,7 +850,7 @@ func TestCommitOutcomeUnknownKeepsOutput(t *testing.T) {
 	}
 	pgtest.SlowCommits(t, b.store.Pool(), 1500*time.Millisecond)
 	c, _ := b.compactor(t, func(o *Options) { o.CommitTimeout = 300 * time.Millisecond })
-	_, err := c.RunJob(b.ctx, b.ds.Name, 4, 1, "", nil)
+	_, err := runJob(b.ctx, c, b.ds.Name, 4)
 	require.Error(t, err)
 
 	// The server's commit lands: the four inputs become one partition.
@@ -891,11 +894,18 @@ func TestDamagedInputStopsMerge(t *testing.T) {
 			require.NoError(t, os.WriteFile(p, data, 0o644))
 
 			c, _ := b.compactor(t, nil)
-			_, err = c.RunJob(b.ctx, b.ds.Name, 1, 1, "", nil)
+			_, err = runJob(b.ctx, c, b.ds.Name, 1)
 			require.ErrorIs(t, err, ErrVerify)
 			require.ErrorContains(t, err, fmt.Sprintf("partition %d", before[1].ID))
 			require.Equal(t, before, b.live(t), "nothing merged")
 			b.requireNoLeakedObject(t)
 		})
 	}
+}
+
+// runJob runs c as the job harness does, as job jobID, and returns the
+// job's summary.
+func runJob(ctx context.Context, c *Compactor, dataset string, jobID int64) (Summary, error) {
+	out, err := c.Task().Run(ctx, dataset, jobs.JobContext{ID: jobID, Attempt: 1, Actor: "job:" + strconv.FormatInt(jobID, 10)})
+	return out.(Summary), err
 }

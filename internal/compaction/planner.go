@@ -5,7 +5,8 @@
 // pure function of the live manifest and the dataset's policy that picks the
 // groups to merge; the Compactor (executor.go) reads the manifest, merges each
 // group with DuckDB, uploads the result and swaps it into the manifest in one
-// transaction that re-checks that every input is still live. Compaction marks
+// transaction that re-checks that every input is still live; Task (task.go)
+// is the "compaction" job that runs it. Compaction marks
 // its inputs removed and never deletes them: the sweeper does, after the
 // grace period and once no query lease pins them.
 //

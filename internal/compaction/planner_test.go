@@ -369,35 +369,83 @@ func TestPlanProperties(t *testing.T) {
 }
 
 // TestPlanConverges applies plans to a manifest (each group becoming one
-// partition of its expected size) until nothing is left to do: it must stop,
-// and the end state has no group left that the planner would merge.
+// partition of its expected size), with small files arriving during the
+// first rounds, until nothing is left to do. Every round's plan satisfies
+// checkPlan against that round's manifest (so the last, empty one leaves no
+// run that fits in one group), merging keeps every row, and each round
+// shrinks the backlog by exactly what its groups merge: it must stop.
 func TestPlanConverges(t *testing.T) {
 	t.Parallel()
+	remerged := 0 // seeds where a later round merged an earlier round's output
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		pol := policy.Compaction{TargetFileBytes: 1000, MinInputFiles: 2 + rng.IntN(3)}
 		parts := randomManifest(rng, 20+rng.IntN(100), catalog.WindowDay, 1000)
+		rows := totalRows(parts)
+		arrivals := rng.IntN(4) // rounds after which new small files arrive
 		nextID := int64(1 << 20)
-		rounds := 0
-		for {
+		outputs := map[int64]bool{}
+		sawRemerge := false
+		for round := 1; ; round++ {
 			groups := Plan(parts, pol, catalog.WindowDay, Limits{})
-			if len(groups) == 0 {
+			func() {
+				defer func() {
+					if t.Failed() {
+						t.Logf("seed %d, round %d: policy %+v, %d partitions", seed, round, pol, len(parts))
+					}
+				}()
+				checkPlan(t, parts, pol, catalog.WindowDay, Limits{}, groups)
+			}()
+			if len(groups) == 0 && arrivals == 0 {
 				break
 			}
-			rounds++
-			require.Less(t, rounds, 50, "seed %d: compaction does not converge", seed)
+			require.Less(t, round, 50, "seed %d: compaction does not converge", seed)
+			backlog := Backlog(parts, pol, catalog.WindowDay)
+			wantBacklog := backlog
 			removed := map[int64]bool{}
 			for _, g := range groups {
 				for _, id := range g.Inputs {
 					removed[id] = true
+					sawRemerge = sawRemerge || outputs[id]
+				}
+				wantBacklog -= len(g.Inputs)
+				if g.ExpectedOutputBytes < pol.TargetFileBytes {
+					wantBacklog++ // the output is small: a later round may merge it again
 				}
 				nextID++
+				outputs[nextID] = true
 				parts = append(parts, catalog.Partition{ID: nextID, PartitionFile: catalog.PartitionFile{
 					WindowStart: g.WindowStart, TimeMin: g.TimeMin, TimeMax: g.TimeMax,
 					RowCount: g.InputRows, SizeBytes: g.ExpectedOutputBytes, Level: g.Level,
 				}})
 			}
 			parts = slices.DeleteFunc(parts, func(p catalog.Partition) bool { return removed[p.ID] })
+			require.Equal(t, wantBacklog, Backlog(parts, pol, catalog.WindowDay), "seed %d round %d: backlog after the merges", seed, round)
+			if len(groups) > 0 {
+				require.Less(t, wantBacklog, backlog, "seed %d round %d: the backlog must shrink", seed, round)
+			}
+			require.Equal(t, rows, totalRows(parts), "seed %d round %d: rows lost or added", seed, round)
+			if arrivals > 0 {
+				arrivals--
+				for _, p := range randomManifest(rng, 1+rng.IntN(8), catalog.WindowDay, 1000) {
+					nextID++
+					p.ID, p.SizeBytes, p.Level, p.NoCompact = nextID, 1+rng.Int64N(300), 0, false
+					parts = append(parts, p)
+					rows += p.RowCount
+				}
+			}
+		}
+		if sawRemerge {
+			remerged++
 		}
 	}
+	require.Greater(t, remerged, 10, "later rounds rarely merged earlier outputs: the test checks little beyond first plans")
+}
+
+func totalRows(parts []catalog.Partition) int64 {
+	var n int64
+	for _, p := range parts {
+		n += p.RowCount
+	}
+	return n
 }

@@ -59,8 +59,8 @@ func CoveredFunc(coverage []catalog.ExportCoverage) func(catalog.Partition) bool
 // Covered is retention's hook (retention.Options.ExportCovered): it reads
 // the dataset's verified exports and returns CoveredFunc of them (nil when
 // there is none).
-func (x *Exporter) Covered(ctx context.Context, d catalog.Dataset) (func(catalog.Partition) bool, error) {
-	return CoverageOf(ctx, x.opts.Store, d)
+func (exp *Exporter) Covered(ctx context.Context, d catalog.Dataset) (func(catalog.Partition) bool, error) {
+	return CoverageOf(ctx, exp.opts.Store, d)
 }
 
 // CoverageOf is Covered for a store, for processes without an Exporter.

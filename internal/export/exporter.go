@@ -8,7 +8,7 @@
 // leased snapshot, DuckDB writes sorted zstd Parquet, upload, _manifest.json
 // last, read back, then one catalog transaction records the version as
 // verified with an audit row; CoveredFunc (coverage.go) is retention's
-// require_export gate.
+// require_export gate; Task (task.go) is the "export" job.
 //
 // Layout, per window: exports/DATASET/window=LABEL/part-NNNN.parquet and
 // exports/DATASET/window=LABEL/_manifest.json. Versions of a window are
@@ -40,6 +40,7 @@ import (
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/faultpoint"
+	"timestore/internal/objects"
 	"timestore/internal/storage"
 )
 
@@ -251,33 +252,33 @@ type PlanTotals struct {
 
 // Plan returns the windows of a dataset due for export now, changing
 // nothing but the lag gauge.
-func (x *Exporter) Plan(ctx context.Context, dataset string) (Plan, error) {
-	plan, _, err := x.plan(ctx, dataset)
+func (exp *Exporter) Plan(ctx context.Context, dataset string) (Plan, error) {
+	plan, _, err := exp.plan(ctx, dataset)
 	return plan, err
 }
 
-func (x *Exporter) plan(ctx context.Context, dataset string) (Plan, catalog.Dataset, error) {
-	snap, err := x.opts.Store.Snapshot(ctx, dataset, nil, nil)
+func (exp *Exporter) plan(ctx context.Context, dataset string) (Plan, catalog.Dataset, error) {
+	snap, err := exp.opts.Store.Snapshot(ctx, dataset, nil, nil)
 	if err != nil {
 		return Plan{}, catalog.Dataset{}, fmt.Errorf("plan export of %s: %w", dataset, err)
 	}
 	ds := snap.Dataset
-	now := x.opts.Now()
+	now := exp.opts.Now()
 	plan := Plan{Dataset: ds.Name, Now: now, ManifestVersion: snap.Version, Due: []DueWindow{}, Notes: []string{}}
 	set, ok := SettingsOf(ds.Policy)
 	if !ok || set.Target == "" {
 		plan.Notes = append(plan.Notes, "the policy has no export section with a target: nothing is exported")
-		x.metrics.lag.WithLabelValues(ds.Name).Set(0)
+		exp.metrics.lag.WithLabelValues(ds.Name).Set(0)
 		return plan, ds, nil
 	}
 	plan.Configured, plan.Settings, plan.Cutoff = true, set, now.Add(-set.After.Std())
 	if !set.Enabled {
 		plan.Notes = append(plan.Notes, "export.enabled is false: scheduled runs are off; a manual run exports what is listed")
 	}
-	if _, err := x.opts.Targets.Get(set.Target); err != nil {
+	if _, err := exp.opts.Targets.Get(set.Target); err != nil {
 		return Plan{}, ds, fmt.Errorf("plan export of %s: %w", dataset, err)
 	}
-	exports, err := x.opts.Store.ExportSeries(ctx, ds.ID, set.Target, set.Window)
+	exports, err := exp.opts.Store.ExportSeries(ctx, ds.ID, set.Target, set.Window)
 	if err != nil {
 		return Plan{}, ds, fmt.Errorf("plan export of %s: %w", dataset, err)
 	}
@@ -291,7 +292,7 @@ func (x *Exporter) plan(ctx context.Context, dataset string) (Plan, catalog.Data
 	}
 	lag := Lag(plan.Due, now)
 	plan.LagSeconds = lag.Seconds()
-	x.metrics.lag.WithLabelValues(ds.Name).Set(lag.Seconds())
+	exp.metrics.lag.WithLabelValues(ds.Name).Set(lag.Seconds())
 	return plan, ds, nil
 }
 
@@ -340,18 +341,6 @@ type WindowResult struct {
 	Seconds     float64 `json:"seconds"`
 }
 
-// Summary renders r as a job's output.
-func (r Result) Summary() map[string]any {
-	windows := make([]string, len(r.Exported))
-	for i, w := range r.Exported {
-		windows[i] = fmt.Sprintf("%s v%d", w.Window, w.Version)
-	}
-	return map[string]any{
-		"dataset": r.Dataset, "exported": windows, "skipped": r.Skipped, "remaining": r.Remaining,
-		"rows": r.Rows, "bytes": r.Bytes, "lag_seconds": r.LagSeconds, "notes": r.Notes,
-	}
-}
-
 // Run exports the due windows of a dataset, oldest first. Each window is
 // verified and recorded on its own, so the work done survives a later
 // failure. Two windows are in flight at most: DuckDB writes the next
@@ -363,13 +352,13 @@ func (r Result) Summary() map[string]any {
 // window; the first always runs), Result.Remaining counts the windows left.
 // A run while another export of the dataset runs fails with an error
 // wrapping ErrBusy and catalog.ErrConflict.
-func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res Result, err error) {
+func (exp *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res Result, err error) {
 	log := ro.Logger
 	if log == nil {
-		log = x.log
+		log = exp.log
 	}
 	res = Result{Dataset: dataset, Exported: []WindowResult{}}
-	plan, ds, err := x.plan(ctx, dataset)
+	plan, ds, err := exp.plan(ctx, dataset)
 	if err != nil {
 		return res, err
 	}
@@ -379,7 +368,7 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 	if !plan.Configured || len(plan.Due) == 0 {
 		return res, nil
 	}
-	unlock, ok, err := x.opts.Store.LockExports(ctx, ds.ID)
+	unlock, ok, err := exp.opts.Store.LockExports(ctx, ds.ID)
 	if err != nil {
 		return res, fmt.Errorf("export %s: %w", ds.Name, err)
 	}
@@ -388,10 +377,10 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 	}
 	defer unlock()
 	// The plan was made before the lock: make it again under it.
-	if plan, ds, err = x.plan(ctx, dataset); err != nil {
+	if plan, ds, err = exp.plan(ctx, dataset); err != nil {
 		return res, err
 	}
-	target, err := x.opts.Targets.Get(plan.Settings.Target)
+	target, err := exp.opts.Targets.Get(plan.Settings.Target)
 	if err != nil {
 		return res, fmt.Errorf("export %s: %w", ds.Name, err)
 	}
@@ -399,9 +388,9 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 	started := time.Now()
 	remaining := plan.Due // not yet verified
 	defer func() {
-		lag := Lag(remaining, x.opts.Now())
+		lag := Lag(remaining, exp.opts.Now())
 		res.LagSeconds = lag.Seconds()
-		x.metrics.lag.WithLabelValues(ds.Name).Set(lag.Seconds())
+		exp.metrics.lag.WithLabelValues(ds.Name).Set(lag.Seconds())
 	}()
 	type published struct {
 		wr  WindowResult
@@ -424,16 +413,16 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 		return nil
 	}
 	for i, w := range plan.Due {
-		if i > 0 && time.Since(started) > x.opts.RunBudget {
+		if i > 0 && time.Since(started) > exp.opts.RunBudget {
 			res.Remaining = len(plan.Due) - i
 			log.InfoContext(ctx, "export run budget spent; the remaining windows wait for the next run",
-				"dataset", ds.Name, "remaining", res.Remaining, "budget", x.opts.RunBudget)
+				"dataset", ds.Name, "remaining", res.Remaining, "budget", exp.opts.RunBudget)
 			break
 		}
-		st, perr := x.prepare(ctx, ds, plan.Settings, target, w, ro, log)
+		st, perr := exp.prepare(ctx, ds, plan.Settings, target, w, ro, log)
 		if werr := wait(); werr != nil {
 			if st != nil {
-				x.fail(st, fmt.Errorf("abandoned: the export of an earlier window failed: %w", werr))
+				exp.fail(st, fmt.Errorf("abandoned: the export of an earlier window failed: %w", werr))
 				st.close()
 			}
 			return res, werr
@@ -448,7 +437,7 @@ func (x *Exporter) Run(ctx context.Context, dataset string, ro RunOptions) (res 
 		}
 		inFlight = make(chan published, 1)
 		go func(ch chan<- published) {
-			wr, err := x.publish(ctx, ds, target, st)
+			wr, err := exp.publish(ctx, ds, target, st)
 			ch <- published{wr, err}
 		}(inFlight)
 	}
@@ -465,7 +454,7 @@ type staged struct {
 	actor   string // the run's, for the audit log
 	dir     string // the local work directory
 	w       DueWindow
-	x0      catalog.Export // the attempt, writing
+	attempt catalog.Export // the record of this attempt at the next version (writing)
 	prev    *catalog.Export
 	mode    string
 	inputs  int
@@ -486,7 +475,7 @@ func (st *staged) close() {
 // its next version (writing) and has DuckDB write the version's new files.
 // It returns nil, nil when, under the snapshot, the window has nothing to
 // export. On error the attempt is recorded failed.
-func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings, target *storage.Target, w DueWindow, ro RunOptions, log *slog.Logger) (_ *staged, err error) {
+func (exp *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings, target *storage.Target, w DueWindow, ro RunOptions, log *slog.Logger) (_ *staged, err error) {
 	st := &staged{dataset: ds.Name, actor: ro.Actor, w: w, start: time.Now(), log: log.With("dataset", ds.Name, "window", w.Label, "target", set.Target)}
 	defer func() {
 		if err != nil {
@@ -499,14 +488,14 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 	if ro.Actor != "" {
 		holder += " " + ro.Actor
 	}
-	snap, lease, err := x.opts.Store.LeasedSnapshot(ctx, ds.Name, &w.WindowStart, &w.WindowEnd, holder, x.opts.LeaseTTL)
+	snap, lease, err := exp.opts.Store.LeasedSnapshot(ctx, ds.Name, &w.WindowStart, &w.WindowEnd, holder, exp.opts.LeaseTTL)
 	if err != nil {
 		return nil, fmt.Errorf("export %s window %s: %w", ds.Name, w.Label, err)
 	}
-	st.cleanup = append(st.cleanup, catalog.KeepLease(x.opts.Store, lease, x.opts.LeaseTTL, "export", st.log))
+	st.cleanup = append(st.cleanup, catalog.KeepLease(exp.opts.Store, lease, exp.opts.LeaseTTL, "export", st.log))
 	ds = snap.Dataset
 
-	series, err := x.opts.Store.ExportSeries(ctx, ds.ID, set.Target, set.Window)
+	series, err := exp.opts.Store.ExportSeries(ctx, ds.ID, set.Target, set.Window)
 	if err != nil {
 		return nil, fmt.Errorf("export %s window %s: %w", ds.Name, w.Label, err)
 	}
@@ -548,7 +537,7 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 	}
 	ids = sortedUnion(covered, ids)
 
-	x0, prev, err := x.opts.Store.BeginExport(ctx, catalog.ExportBegin{
+	attempt, prev, err := exp.opts.Store.BeginExport(ctx, catalog.ExportBegin{
 		DatasetID: ds.ID, Target: set.Target, Window: set.Window,
 		WindowStart: w.WindowStart, WindowEnd: w.WindowEnd, WindowLabel: w.Label,
 		ManifestVersion: snap.Version, PartitionIDs: ids, Fingerprint: Fingerprint(ids),
@@ -557,25 +546,25 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 	if err != nil {
 		return nil, fmt.Errorf("export %s window %s: %w", ds.Name, w.Label, err)
 	}
-	st.x0, st.prev, st.mode, st.inputs = x0, prev, mode, len(inputs)
-	st.log = st.log.With("export_id", x0.ID, "version", x0.Version, "mode", mode)
+	st.attempt, st.prev, st.mode, st.inputs = attempt, prev, mode, len(inputs)
+	st.log = st.log.With("export_id", attempt.ID, "version", attempt.Version, "mode", mode)
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("export %s window %s version %d: %w", ds.Name, w.Label, x0.Version, err)
-			x.fail(st, err)
+			err = fmt.Errorf("export %s window %s version %d: %w", ds.Name, w.Label, attempt.Version, err)
+			exp.fail(st, err)
 		}
 	}()
 	if (prev == nil) != (cur == nil) || prev != nil && prev.ID != cur.ID {
 		return nil, fmt.Errorf("%w: the verified version changed during the export", catalog.ErrConflict)
 	}
 
-	dir, err := os.MkdirTemp(x.opts.TempDir, "export-"+ds.Name+"-")
+	dir, err := os.MkdirTemp(exp.opts.TempDir, "export-"+ds.Name+"-")
 	if err != nil {
 		return nil, err
 	}
 	st.dir = dir
 	st.cleanup = append(st.cleanup, func() { _ = os.RemoveAll(dir) })
-	paths, release, err := x.fetchInputs(ctx, inputs)
+	paths, release, err := exp.fetchInputs(ctx, inputs)
 	if err != nil {
 		return nil, err
 	}
@@ -583,14 +572,14 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 	var except []string
 	if mode == ModeExcept {
 		var releaseOld func()
-		if except, releaseOld, err = x.fetchFiles(ctx, target, prev.Files); err != nil {
+		if except, releaseOld, err = exp.fetchFiles(ctx, target, prev.Files); err != nil {
 			return nil, err
 		}
 		st.cleanup = append(st.cleanup, releaseOld)
 	}
-	if st.files, err = x.opts.Engine.Export(ctx, ds, engine.ExportRequest{
-		Inputs: paths, Except: except, From: x0.WindowStart, To: x0.WindowEnd,
-		Dir: filepath.Join(dir, "files"), MaxFileBytes: x.opts.MaxFileBytes,
+	if st.files, err = exp.opts.Engine.Export(ctx, ds, engine.ExportRequest{
+		Inputs: paths, Except: except, From: attempt.WindowStart, To: attempt.WindowEnd,
+		Dir: filepath.Join(dir, "files"), MaxFileBytes: exp.opts.MaxFileBytes,
 	}); err != nil {
 		return nil, err
 	}
@@ -598,11 +587,11 @@ func (x *Exporter) prepare(ctx context.Context, ds catalog.Dataset, set Settings
 }
 
 // fail records a failed attempt, detached from the run's context.
-func (x *Exporter) fail(st *staged, cause error) {
-	x.metrics.failures.WithLabelValues(st.dataset).Inc()
-	ctx, cancel := context.WithTimeout(context.Background(), x.opts.FinishTimeout)
+func (exp *Exporter) fail(st *staged, cause error) {
+	exp.metrics.failures.WithLabelValues(st.dataset).Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), exp.opts.FinishTimeout)
 	defer cancel()
-	if err := x.opts.Store.FailExport(ctx, st.x0.ID, st.x0.Attempts, cause.Error()); err != nil {
+	if err := exp.opts.Store.FailExport(ctx, st.attempt.ID, st.attempt.Attempts, cause.Error()); err != nil {
 		st.log.Warn("could not mark the export attempt failed; the next run retries it anyway", "error", err)
 	}
 	st.log.Warn("export attempt failed", "error", cause)
@@ -612,16 +601,16 @@ func (x *Exporter) fail(st *staged, cause error) {
 // the previous version's, then its _manifest.json, reads everything back,
 // deletes what failed attempts left, and records the version verified. On
 // error the attempt is recorded failed.
-func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *storage.Target, st *staged) (_ WindowResult, err error) {
+func (exp *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *storage.Target, st *staged) (_ WindowResult, err error) {
 	defer st.close()
-	x0, prev := st.x0, st.prev
+	attempt, prev := st.attempt, st.prev
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("export %s window %s version %d: %w", ds.Name, x0.WindowLabel, x0.Version, err)
-			x.fail(st, err)
+			err = fmt.Errorf("export %s window %s version %d: %w", ds.Name, attempt.WindowLabel, attempt.Version, err)
+			exp.fail(st, err)
 		}
 	}()
-	if err := x.checkOwner(ctx, target, x0, prev); err != nil {
+	if err := exp.checkOwner(ctx, target, attempt, prev); err != nil {
 		return WindowResult{}, err
 	}
 	var carried []catalog.ExportFile
@@ -633,26 +622,21 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	if err := faultpoint.Hit(ctx, faultpoint.ExportBeforeUpload); err != nil {
 		return WindowResult{}, err
 	}
-	added := make([]catalog.ExportFile, len(st.files))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(x.opts.Concurrency)
+	// A failed put that landed is a leftover under the window's prefix:
+	// the next attempt overwrites it (the same part number) or deletes it
+	// (deleteLeftovers).
+	toPut := make([]objects.File, len(st.files))
 	for i, f := range st.files {
-		g.Go(func() error {
-			key := PartKey(ds.Name, x0.Window, x0.WindowStart, first+i)
-			size, sum, err := target.PutFile(gctx, key, f.Path)
-			if err != nil {
-				return err
-			}
-			if size != f.SizeBytes {
-				return fmt.Errorf("upload %s: %w: sent %d bytes, the file has %d", key, storage.ErrMismatch, size, f.SizeBytes)
-			}
-			added[i] = catalog.ExportFile{Key: key, Rows: f.Rows, Bytes: size, Checksum: sum,
-				TimeMin: f.TimeMin.UTC(), TimeMax: f.TimeMax.UTC(), Version: x0.Version}
-			return nil
-		})
+		toPut[i] = objects.File{Path: f.Path, Key: PartKey(ds.Name, attempt.Window, attempt.WindowStart, first+i), Size: f.SizeBytes}
 	}
-	if err := g.Wait(); err != nil {
+	puts, err := objects.Upload(ctx, target, toPut, exp.opts.Concurrency)
+	if err != nil {
 		return WindowResult{}, err
+	}
+	added := make([]catalog.ExportFile, len(st.files))
+	for i, f := range st.files {
+		added[i] = catalog.ExportFile{Key: puts[i].Key, Rows: f.Rows, Bytes: puts[i].Size, Checksum: puts[i].Checksum,
+			TimeMin: f.TimeMin.UTC(), TimeMax: f.TimeMax.UTC(), Version: attempt.Version}
 	}
 	if err := faultpoint.Hit(ctx, faultpoint.ExportAfterUpload); err != nil {
 		return WindowResult{}, err
@@ -664,7 +648,7 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	if prev != nil {
 		prevVersion = prev.Version
 	}
-	m := newManifest(ds, x0, prevVersion, files, x.opts.MaxFileBytes, x.opts.Now())
+	m := newManifest(ds, attempt, prevVersion, files, exp.opts.MaxFileBytes, exp.opts.Now())
 	body, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return WindowResult{}, err
@@ -673,7 +657,7 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	if err := os.WriteFile(mpath, append(body, '\n'), 0o644); err != nil {
 		return WindowResult{}, err
 	}
-	msize, msum, err := target.PutFile(ctx, x0.ManifestKey, mpath)
+	msize, msum, err := target.PutFile(ctx, attempt.ManifestKey, mpath)
 	if err != nil {
 		return WindowResult{}, err
 	}
@@ -681,14 +665,14 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	// Read everything back: the new files and the manifest byte for byte,
 	// the carried files by size (they were read back when written and are
 	// never rewritten).
-	if err := x.verify(ctx, target, added, carried, x0.ManifestKey, msize, msum); err != nil {
+	if err := exp.verify(ctx, target, added, carried, attempt.ManifestKey, msize, msum); err != nil {
 		return WindowResult{}, err
 	}
-	if err := x.deleteLeftovers(ctx, target, ds.Name, st.actor, x0, files, st.log); err != nil {
+	if err := exp.deleteLeftovers(ctx, target, ds.Name, st.actor, attempt, files, st.log); err != nil {
 		return WindowResult{}, err
 	}
 
-	wr := WindowResult{Window: x0.WindowLabel, Version: x0.Version, Mode: st.mode, ExportID: x0.ID, ManifestKey: x0.ManifestKey,
+	wr := WindowResult{Window: attempt.WindowLabel, Version: attempt.Version, Mode: st.mode, ExportID: attempt.ID, ManifestKey: attempt.ManifestKey,
 		Files: len(files), NewFiles: len(added), Rows: m.Rows, Bytes: m.Bytes, Uploaded: msize}
 	for _, f := range added {
 		wr.NewRows += f.Rows
@@ -697,13 +681,13 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 	if err := faultpoint.Hit(ctx, faultpoint.ExportBeforeCommit); err != nil {
 		return WindowResult{}, err
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.opts.FinishTimeout)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exp.opts.FinishTimeout)
 	defer cancel()
-	if _, err := x.opts.Store.VerifyExport(fctx, x0.ID, catalog.ExportResult{
+	if _, err := exp.opts.Store.VerifyExport(fctx, attempt.ID, catalog.ExportResult{
 		Files: files, TimeMin: m.TimeMin, TimeMax: m.TimeMax, RowCount: m.Rows, SizeBytes: m.Bytes,
 		NewRows: wr.NewRows, NewBytes: wr.Uploaded - msize, Checksum: msum,
 		Details: map[string]any{"mode": st.mode, "new_files": len(added), "manifest_bytes": msize, "input_partitions": st.inputs},
-		Attempt: x0.Attempts,
+		Attempt: attempt.Attempts,
 	}); err != nil {
 		return WindowResult{}, err
 	}
@@ -711,9 +695,9 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 		return WindowResult{}, err
 	}
 	wr.Seconds = time.Since(st.start).Seconds()
-	x.metrics.duration.WithLabelValues(ds.Name).Observe(wr.Seconds)
-	x.metrics.rows.WithLabelValues(ds.Name).Add(float64(wr.NewRows))
-	x.metrics.bytes.WithLabelValues(ds.Name).Add(float64(wr.Uploaded))
+	exp.metrics.duration.WithLabelValues(ds.Name).Observe(wr.Seconds)
+	exp.metrics.rows.WithLabelValues(ds.Name).Add(float64(wr.NewRows))
+	exp.metrics.bytes.WithLabelValues(ds.Name).Add(float64(wr.Uploaded))
 	st.log.InfoContext(ctx, "window exported", "files", wr.Files, "new_files", wr.NewFiles, "rows", wr.Rows,
 		"new_rows", wr.NewRows, "bytes", wr.Bytes, "duration", time.Since(st.start))
 	return wr, nil
@@ -724,8 +708,8 @@ func (x *Exporter) publish(ctx context.Context, ds catalog.Dataset, target *stor
 // one: that nothing in the directory belongs to another export (a dataset
 // of the same name deleted before, another installation). Otherwise it
 // returns an error wrapping ErrOccupied and nothing is written.
-func (x *Exporter) checkOwner(ctx context.Context, target *storage.Target, x0 catalog.Export, prev *catalog.Export) error {
-	rc, err := target.Bucket.NewReader(ctx, x0.ManifestKey)
+func (exp *Exporter) checkOwner(ctx context.Context, target *storage.Target, attempt catalog.Export, prev *catalog.Export) error {
+	rc, err := target.Bucket.NewReader(ctx, attempt.ManifestKey)
 	if errors.Is(err, storage.ErrNotExist) {
 		return nil // the carried files are checked one by one
 	}
@@ -735,87 +719,52 @@ func (x *Exporter) checkOwner(ctx context.Context, target *storage.Target, x0 ca
 	defer rc.Close()
 	var m Manifest
 	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&m); err != nil {
-		return fmt.Errorf("%w: %s is not an export manifest: %w", ErrOccupied, x0.ManifestKey, err)
+		return fmt.Errorf("%w: %s is not an export manifest: %w", ErrOccupied, attempt.ManifestKey, err)
 	}
-	if m.ExportID == x0.ID || prev != nil && m.ExportID == prev.ID {
+	if m.ExportID == attempt.ID || prev != nil && m.ExportID == prev.ID {
 		return nil
 	}
 	return fmt.Errorf("%w: %s belongs to export record %d (dataset %q, version %d, written %s), which this dataset does not have; move that directory away to export this window",
-		ErrOccupied, x0.ManifestKey, m.ExportID, m.Dataset, m.ExportVersion, m.CreatedAt.Format(time.RFC3339))
+		ErrOccupied, attempt.ManifestKey, m.ExportID, m.Dataset, m.ExportVersion, m.CreatedAt.Format(time.RFC3339))
 }
 
 // fetchInputs returns local paths of the partitions' files (through the
-// cache for remote targets), pinned until release is called.
-func (x *Exporter) fetchInputs(ctx context.Context, parts []catalog.Partition) ([]string, func(), error) {
-	files := make([]fetchable, len(parts))
+// cache for remote targets), each verified against its record, pinned
+// until release is called. What is exported may become the only copy
+// (require_export): a damaged input must not be exported under a fresh
+// checksum.
+func (exp *Exporter) fetchInputs(ctx context.Context, parts []catalog.Partition) ([]string, func(), error) {
+	inputs := make([]objects.Stored, len(parts))
 	for i, p := range parts {
-		t, err := x.opts.Targets.Get(p.Target)
+		t, err := exp.opts.Targets.Get(p.Target)
 		if err != nil {
 			return nil, nil, fmt.Errorf("partition %d: %w", p.ID, err)
 		}
-		files[i] = fetchable{target: t, key: p.Key, size: p.SizeBytes, checksum: p.Checksum}
+		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
 	}
-	return x.fetch(ctx, files)
+	return objects.Fetch(ctx, exp.opts.Cache, inputs, exp.opts.Concurrency)
 }
 
 // fetchFiles returns local paths of a verified version's files on target.
 // A file that is missing or differs from its record is an error wrapping
 // ErrArchive.
-func (x *Exporter) fetchFiles(ctx context.Context, target *storage.Target, files []catalog.ExportFile) ([]string, func(), error) {
-	fs := make([]fetchable, len(files))
+func (exp *Exporter) fetchFiles(ctx context.Context, target *storage.Target, files []catalog.ExportFile) ([]string, func(), error) {
+	exported := make([]objects.Stored, len(files))
 	for i, f := range files {
-		fs[i] = fetchable{target: target, key: f.Key, size: f.Bytes, checksum: f.Checksum}
+		exported[i] = objects.Stored{Target: target, Key: f.Key, Size: f.Bytes, Checksum: f.Checksum, Name: fmt.Sprintf("exported file of version %d", f.Version)}
 	}
-	paths, release, err := x.fetch(ctx, fs)
+	paths, release, err := objects.Fetch(ctx, exp.opts.Cache, exported, exp.opts.Concurrency)
 	if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrMismatch) {
 		err = fmt.Errorf("%w: read the current version's files: %w", ErrArchive, err)
 	}
 	return paths, release, err
 }
 
-type fetchable struct {
-	target   *storage.Target
-	key      string
-	size     int64
-	checksum string
-}
-
-func (x *Exporter) fetch(ctx context.Context, files []fetchable) ([]string, func(), error) {
-	paths := make([]string, len(files))
-	releases := make([]func(), len(files))
-	releaseAll := func() {
-		for _, r := range releases {
-			if r != nil {
-				r()
-			}
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(x.opts.Concurrency)
-	for i, f := range files {
-		g.Go(func() error {
-			// What is exported may become the only copy (require_export):
-			// a damaged input must not be exported under a fresh checksum.
-			p, rel, err := x.opts.Cache.FetchVerified(gctx, f.target, f.key, f.size, f.checksum)
-			if err != nil {
-				return err
-			}
-			paths[i], releases[i] = p, rel
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		releaseAll()
-		return nil, nil, err
-	}
-	return paths, releaseAll, nil
-}
-
 // verify reads back the new files and the manifest and checks their sizes
 // and checksums, and checks the sizes of the carried files.
-func (x *Exporter) verify(ctx context.Context, target *storage.Target, added, carried []catalog.ExportFile, manifestKey string, msize int64, msum string) error {
+func (exp *Exporter) verify(ctx context.Context, target *storage.Target, added, carried []catalog.ExportFile, manifestKey string, msize int64, msum string) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(x.opts.Concurrency)
+	g.SetLimit(exp.opts.Concurrency)
 	for _, f := range added {
 		g.Go(func() error { return target.Verify(gctx, f.Key, f.Bytes, f.Checksum) })
 	}
@@ -844,14 +793,14 @@ func (x *Exporter) verify(ctx context.Context, target *storage.Target, added, ca
 // before). Readers that list the prefix would otherwise see their rows
 // twice. Each deletion is audited first: a crash in between leaves an
 // audited file that the next attempt deletes.
-func (x *Exporter) deleteLeftovers(ctx context.Context, target *storage.Target, dataset, actor string, x0 catalog.Export,
+func (exp *Exporter) deleteLeftovers(ctx context.Context, target *storage.Target, dataset, actor string, attempt catalog.Export,
 	files []catalog.ExportFile, log *slog.Logger) error {
-	keep := map[string]bool{x0.ManifestKey: true}
+	keep := map[string]bool{attempt.ManifestKey: true}
 	for _, f := range files {
 		keep[f.Key] = true
 	}
 	var stale []storage.ObjectInfo
-	if err := target.List(ctx, WindowPrefix(dataset, x0.Window, x0.WindowStart), func(o storage.ObjectInfo) error {
+	if err := target.List(ctx, WindowPrefix(dataset, attempt.Window, attempt.WindowStart), func(o storage.ObjectInfo) error {
 		if !keep[o.Key] {
 			stale = append(stale, o)
 		}
@@ -860,13 +809,13 @@ func (x *Exporter) deleteLeftovers(ctx context.Context, target *storage.Target, 
 		return fmt.Errorf("list the window's objects: %w", err)
 	}
 	for _, o := range stale {
-		if err := x.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
+		if err := exp.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
 			Actor:   actor,
 			Action:  ActionDeleteLeftover,
 			Dataset: dataset,
 			Bytes:   o.Size,
-			Reason:  fmt.Sprintf("left under window %s by a failed attempt; version %d does not list it", x0.WindowLabel, x0.Version),
-			Details: map[string]any{"target": target.Name, "key": o.Key, "export_id": x0.ID},
+			Reason:  fmt.Sprintf("left under window %s by a failed attempt; version %d does not list it", attempt.WindowLabel, attempt.Version),
+			Details: map[string]any{"target": target.Name, "key": o.Key, "export_id": attempt.ID},
 		}); err != nil {
 			return fmt.Errorf("audit the deletion of a leftover of a failed attempt: %w", err)
 		}

@@ -105,16 +105,16 @@ var parquetTypes = map[string]string{
 	catalog.TypeBoolean:     "BOOLEAN",
 }
 
-// newManifest describes version x of a window of ds holding files.
-func newManifest(ds catalog.Dataset, x catalog.Export, prevVersion int, files []catalog.ExportFile, maxFileBytes int64, created time.Time) Manifest {
+// newManifest describes the version of a window of ds that rec records, holding files.
+func newManifest(ds catalog.Dataset, rec catalog.Export, prevVersion int, files []catalog.ExportFile, maxFileBytes int64, created time.Time) Manifest {
 	m := Manifest{
 		Format: ManifestFormat, Dataset: ds.Name,
-		Window: x.Window, WindowLabel: x.WindowLabel, WindowStart: x.WindowStart, WindowEnd: x.WindowEnd,
-		ExportVersion: x.Version, PreviousVersion: prevVersion, ExportID: x.ID, ManifestVersion: x.ManifestVersion,
+		Window: rec.Window, WindowLabel: rec.WindowLabel, WindowStart: rec.WindowStart, WindowEnd: rec.WindowEnd,
+		ExportVersion: rec.Version, PreviousVersion: prevVersion, ExportID: rec.ID, ManifestVersion: rec.ManifestVersion,
 		CreatedAt: created.UTC(), TimeColumn: ds.TimeColumn,
 		Parquet:    ManifestParquet{FormatVersion: "1.0", Compression: "zstd", SortedBy: ds.TimeColumn, MaxFileBytes: maxFileBytes},
 		Files:      make([]ManifestFile, len(files)),
-		Partitions: x.PartitionIDs,
+		Partitions: rec.PartitionIDs,
 	}
 	for _, c := range ds.Columns {
 		m.Schema = append(m.Schema, ManifestColumn{Name: c.Name, Type: c.Type, Parquet: parquetTypes[c.Type]})

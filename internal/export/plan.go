@@ -155,15 +155,15 @@ func DueWindows(parts []catalog.Partition, exports []catalog.Export, set Setting
 	}
 	verified := map[int64]catalog.Export{}
 	attempt := map[int64]catalog.Export{}
-	for _, x := range exports {
-		if x.Target != set.Target || x.Window != set.Window {
+	for _, rec := range exports {
+		if rec.Target != set.Target || rec.Window != set.Window {
 			continue
 		}
-		switch x.State {
+		switch rec.State {
 		case catalog.ExportVerified:
-			verified[x.WindowStart.UnixMicro()] = x
+			verified[rec.WindowStart.UnixMicro()] = rec
 		case catalog.ExportWriting, catalog.ExportFailed:
-			attempt[x.WindowStart.UnixMicro()] = x
+			attempt[rec.WindowStart.UnixMicro()] = rec
 		}
 	}
 

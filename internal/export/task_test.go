@@ -1,6 +1,7 @@
 package export_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -27,14 +28,15 @@ func TestTask(t *testing.T) {
 
 	// The budget is spent after the first window: the job snoozes.
 	out, err := task.Run(b.ctx, "cpu", job)
+	require.IsType(t, export.Summary{}, out)
 	var snooze *rivertype.JobSnoozeError
 	require.ErrorAs(t, err, &snooze)
 	require.Equal(t, export.ContinueAfter, snooze.Duration)
-	require.Equal(t, 1, out["remaining"])
+	require.Equal(t, 1, out.(export.Summary).Remaining)
 	require.False(t, jobs.IsHalt(err))
 	out, err = task.Run(b.ctx, "cpu", job)
 	require.NoError(t, err)
-	require.Equal(t, []string{"2024-03-02 v1"}, out["exported"])
+	require.Equal(t, []string{"2024-03-02 v1"}, out.(export.Summary).Exported)
 	xs := b.exports(t, catalog.ExportVerified)
 	require.Len(t, xs, 2)
 	require.Equal(t, "job:7", xs[0].Actor)
@@ -59,4 +61,17 @@ func TestTask(t *testing.T) {
 	_, err = task.Run(b.ctx, "cpu", job)
 	require.ErrorIs(t, err, export.ErrOccupied)
 	require.True(t, jobs.IsHalt(err))
+}
+
+// TestSummaryJSON: the job output's keys are the ones `jobs show` has
+// always shown.
+func TestSummaryJSON(t *testing.T) {
+	t.Parallel()
+	r := export.Result{Dataset: "cpu", Exported: []export.WindowResult{{Window: "2024-03-01", Version: 2}}, Remaining: 1}
+	b, err := json.Marshal(r.Summary())
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(b, &out))
+	require.Equal(t, map[string]any{"dataset": "cpu", "exported": []any{"2024-03-01 v2"}, "skipped": 0.0, "remaining": 1.0,
+		"rows": 0.0, "bytes": 0.0, "lag_seconds": 0.0, "notes": nil}, out)
 }

@@ -1,9 +1,10 @@
 // Package ingest turns a request body into partition files: it spools the
 // body, has the engine parse and split it by partition window, uploads each
 // file under a fresh key and then references all of them in one manifest
-// change. Files are written before they are referenced; a failure before the
-// commit leaves at most unreferenced objects, which it deletes on a best-effort
-// basis (reconcile reclaims anything left).
+// change. Files are written before they are referenced; after a failure
+// (an upload that failed, even if it may have landed, or a commit that did
+// not take them) the uploads are discarded through the catalog's discard
+// protocol (objects.Uploads.Discard; reconcile reclaims anything left).
 //
 // The rules it follows (write before reference, unknown commit outcomes): docs/design.md.
 package ingest
@@ -22,11 +23,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/errgroup"
 
 	"timestore/internal/catalog"
 	"timestore/internal/engine"
 	"timestore/internal/faultpoint"
+	"timestore/internal/objects"
 	"timestore/internal/storage"
 )
 
@@ -55,9 +56,19 @@ type Result struct {
 	Replayed          bool  `json:"replayed,omitempty"`
 }
 
+// Store is what ingest needs of the catalog; *catalog.Store has it.
+type Store interface {
+	GetDataset(ctx context.Context, name string) (catalog.Dataset, error)
+	LookupIdempotency(ctx context.Context, datasetID int64, key string) (catalog.IdempotencyRecord, bool, error)
+	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
+	objects.Discarder
+}
+
+var _ Store = (*catalog.Store)(nil)
+
 // Options configures a Service.
 type Options struct {
-	Store   *catalog.Store
+	Store   Store
 	Targets *storage.Targets
 	Engine  *engine.Engine
 	// TempDir holds spooled bodies and parquet files before upload.
@@ -189,7 +200,13 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 	if err := faultpoint.Hit(ctx, faultpoint.IngestBeforeUpload); err != nil {
 		return Result{}, err
 	}
-	files, err := s.upload(ctx, ds, target, windows)
+	actor := req.Actor
+	if actor == "" {
+		actor = "ingest"
+	}
+	uploads := &objects.Uploads{Store: s.opts.Store, Dataset: ds, Target: target, Actor: actor,
+		Concurrency: s.opts.UploadConcurrency, DiscardTimeout: s.opts.CommitTimeout, Logger: s.opts.Logger}
+	files, err := s.upload(ctx, ds, uploads, windows)
 	if err == nil {
 		err = faultpoint.Hit(ctx, faultpoint.IngestAfterUpload)
 	}
@@ -221,7 +238,7 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 		if cr.Replayed {
 			reason = "idempotent replay: the first request's objects are the ones referenced"
 		}
-		s.discard(ctx, ds, target, files, req.Actor, reason)
+		uploads.Discard(ctx, reason)
 	}
 	if err != nil {
 		return Result{}, err
@@ -341,70 +358,23 @@ func spool(body io.Reader, dir string, hash bool) (string, string, int64, error)
 	return f.Name(), "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-func (s *Service) upload(ctx context.Context, ds catalog.Dataset, target *storage.Target, windows []engine.WindowFile) ([]catalog.PartitionFile, error) {
+// upload puts each window's file under a fresh key of the dataset's target
+// and returns the partition files to commit.
+func (s *Service) upload(ctx context.Context, ds catalog.Dataset, uploads *objects.Uploads, windows []engine.WindowFile) ([]catalog.PartitionFile, error) {
 	files := make([]catalog.PartitionFile, len(windows))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.opts.UploadConcurrency)
+	toPut := make([]objects.File, len(windows))
 	for i, w := range windows {
-		pf := w.PartitionFile
-		pf.Target = target.Name
-		pf.Key = storage.PartitionKey(ds.Name, ds.Partition, pf.WindowStart, storage.NewObjectID())
-		g.Go(func() error {
-			size, sum, err := target.PutFile(gctx, pf.Key, w.Path)
-			if err != nil {
-				return fmt.Errorf("upload %s: %w", pf.Key, err)
-			}
-			pf.SizeBytes = size
-			pf.Checksum = sum
-			files[i] = pf
-			return nil
-		})
+		files[i] = w.PartitionFile
+		files[i].Target = uploads.Target.Name
+		files[i].Key = storage.PartitionKey(ds.Name, ds.Partition, w.WindowStart, storage.NewObjectID())
+		toPut[i] = objects.File{Path: w.Path, Key: files[i].Key}
 	}
-	err := g.Wait()
+	puts, err := uploads.Upload(ctx, toPut)
 	if err != nil {
-		// Keep only the entries that were uploaded so they get cleaned up.
-		var done []catalog.PartitionFile
-		for _, f := range files {
-			if f.Key != "" {
-				done = append(done, f)
-			}
-		}
-		return done, err
+		return nil, err
+	}
+	for i, p := range puts {
+		files[i].SizeBytes, files[i].Checksum = p.Size, p.Checksum
 	}
 	return files, nil
-}
-
-// discard deletes the objects uploaded for a manifest change that did not
-// take them: the catalog first waits out a commit still in flight, keeps
-// what it references and audits the rest (catalog.DiscardUploads). If the
-// catalog cannot tell, nothing is deleted; reconcile reclaims orphans.
-// Detached from ctx, so a cancelled request still cleans up.
-func (s *Service) discard(ctx context.Context, ds catalog.Dataset, target *storage.Target, files []catalog.PartitionFile, actor, reason string) {
-	if len(files) == 0 {
-		return
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.CommitTimeout)
-	defer cancel()
-	uploads := make([]catalog.Upload, len(files))
-	for i, f := range files {
-		uploads[i] = catalog.Upload{Target: target.Name, Key: f.Key, Bytes: f.SizeBytes}
-	}
-	if actor == "" {
-		actor = "ingest"
-	}
-	discard, err := s.opts.Store.DiscardUploads(dctx, ds.ID, ds.Name, actor, reason, uploads)
-	if err != nil {
-		s.opts.Logger.WarnContext(ctx, "left uploaded objects in place: the catalog could not tell whether the manifest references them; reconcile reclaims them if not",
-			"dataset", ds.Name, "objects", len(uploads), "error", err)
-		return
-	}
-	if kept := len(uploads) - len(discard); kept > 0 {
-		s.opts.Logger.WarnContext(ctx, "the commit reported as failed did commit: its objects are kept", "dataset", ds.Name, "objects", kept)
-	}
-	for _, u := range discard {
-		if err := target.Delete(dctx, u.Key); err != nil && !errors.Is(err, storage.ErrNotExist) {
-			s.opts.Logger.WarnContext(ctx, "could not delete unreferenced object; reconcile will reclaim it",
-				"target", target.Name, "key", u.Key, "error", err)
-		}
-	}
 }

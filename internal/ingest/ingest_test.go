@@ -134,12 +134,7 @@ func TestFailedCommitDiscardsAndAuditsUploads(t *testing.T) {
 		}})
 	_, err := svc.Ingest(s.Ctx, ingest.Request{Dataset: "cpu", Format: engine.FormatCSV, Body: strings.NewReader(body), Actor: "api:user"})
 	require.Error(t, err)
-	var keys []string
-	require.NoError(t, s.Target.List(s.Ctx, "", func(o storage.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}))
-	require.Empty(t, keys, "uploads left behind")
+	require.Empty(t, objectKeys(t, s), "uploads left behind")
 	entries, err := s.Store.ListAudit(s.Ctx, catalog.AuditFilter{Action: catalog.ActionDiscardUpload})
 	require.NoError(t, err)
 	require.Len(t, entries, 2, "one audit record per discarded upload (two windows)")
@@ -149,6 +144,39 @@ func TestFailedCommitDiscardsAndAuditsUploads(t *testing.T) {
 		require.Positive(t, e.Bytes)
 		require.Contains(t, e.Details["key"], "cpu/")
 	}
+}
+
+// An upload whose acknowledgement is lost (the object landed, the put
+// failed) is discarded like the others: the failed ingest leaves no object,
+// and each discarded upload is audited.
+func TestFailedUploadThatLandedIsDiscarded(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	errLost := errors.New("acknowledgement lost")
+	faulty := storage.NewFaultyBucket(s.Target.Bucket)
+	require.NoError(t, s.Targets.SetBucket(s.Target.Name, faulty))
+	faulty.Inject(storage.Fault{Op: storage.OpUpload, Nth: 2, Late: true, Err: errLost})
+	_, err := s.Ingest.Ingest(s.Ctx, ingest.Request{Dataset: "cpu", Format: engine.FormatCSV, Body: strings.NewReader(body), Actor: "api:user"})
+	require.ErrorIs(t, err, errLost)
+	require.Equal(t, 2, faulty.Calls(storage.OpUpload), "both windows' files were put")
+	require.Empty(t, objectKeys(t, s), "uploads left behind")
+	entries, err := s.Store.ListAudit(s.Ctx, catalog.AuditFilter{Action: catalog.ActionDiscardUpload})
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "one audit record per discarded upload, the failed one included")
+	tot, err := s.Store.DatasetTotals(s.Ctx, s.Dataset.ID)
+	require.NoError(t, err)
+	require.Zero(t, tot.Rows)
+}
+
+// objectKeys lists the keys of every object on the dataset's target.
+func objectKeys(t *testing.T, s *stacktest.Stack) []string {
+	t.Helper()
+	var keys []string
+	require.NoError(t, s.Target.List(s.Ctx, "", func(o storage.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}))
+	return keys
 }
 
 func queryCount() query.Request {

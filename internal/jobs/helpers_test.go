@@ -135,7 +135,7 @@ type fakeTask struct {
 
 	mu      sync.Mutex
 	err     error
-	summary map[string]any
+	summary fakeSummary
 	runs    []run
 }
 
@@ -145,7 +145,12 @@ type run struct {
 }
 
 func newFakeTask(kind string) *fakeTask {
-	return &fakeTask{kind: kind, summary: map[string]any{"merged": 3}}
+	return &fakeTask{kind: kind, summary: fakeSummary{Merged: 3}}
+}
+
+// fakeSummary is the fake task's typed result.
+type fakeSummary struct {
+	Merged int `json:"merged"`
 }
 
 func (f *fakeTask) Kind() string { return f.kind }
@@ -154,7 +159,7 @@ func (f *fakeTask) Plan(ctx context.Context, dataset string) (any, error) {
 	return map[string]any{"dataset": dataset, "would_merge": 3}, nil
 }
 
-func (f *fakeTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
+func (f *fakeTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (any, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.runs = append(f.runs, run{dataset: dataset, job: job})

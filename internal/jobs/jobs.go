@@ -9,6 +9,13 @@
 // a Task only plans and runs. A kind without a registered Task is a valid
 // kind that this build cannot run (ErrUnsupported).
 //
+// Every lifecycle package builds its Task the same way (internal/export/task.go
+// is the model): a task.go holds a small type whose Kind, Plan and Run call
+// the package's domain type (Exporter.Plan, Exporter.Run with RunOptions),
+// map its errors onto ErrConflict, Halt or river.JobSnooze, and render its
+// result as the kind's typed summary (a struct with JSON tags). Nothing
+// job-shaped leaks into the domain code.
+//
 // Every job is unique per (kind, dataset) while it is pending, scheduled,
 // available, retryable or running, so triggering twice, or a schedule firing
 // while a manual run waits, yields one job. Tasks must be safe to run twice:
@@ -119,12 +126,15 @@ type Task interface {
 	// Plan computes what Run would do now, changing nothing (a dry run). The
 	// result is returned to the operator as JSON.
 	Plan(ctx context.Context, dataset string) (any, error)
-	// Run does the work; the returned summary is recorded as the job's
-	// output. Return an error wrapping ErrConflict when the manifest changed
-	// under the run (the job completes, outcome "conflict"), Halt(err) for an
-	// invariant violation (the job is cancelled and never retried), anything
-	// else to have River retry with backoff. Run must be safe to repeat.
-	Run(ctx context.Context, dataset string, job JobContext) (map[string]any, error)
+	// Run does the work and returns its summary: a struct of the kind's own
+	// type with JSON tags (compaction.Summary, export.Summary, ...), also
+	// when it returns an error (what was done before it). The harness
+	// records it as the "summary" of the job's output. Return an error
+	// wrapping ErrConflict when the manifest changed under the run (the job
+	// completes, outcome "conflict"), Halt(err) for an invariant violation
+	// (the job is cancelled and never retried), anything else to have River
+	// retry with backoff. Run must be safe to repeat.
+	Run(ctx context.Context, dataset string, job JobContext) (any, error)
 }
 
 // JobContext describes the job a Task runs in.

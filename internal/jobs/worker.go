@@ -37,13 +37,10 @@ func (s *Service) work(ctx context.Context, row *rivertype.JobRow, args DatasetA
 	outcome := classify(ctx, err)
 	elapsed := time.Since(start)
 
-	if output == nil {
-		output = map[string]any{}
-	}
-	output["outcome"] = outcome
-	output["trigger"] = args.Trigger
+	output.Outcome = outcome
+	output.Trigger = args.Trigger
 	if err != nil {
-		output["error"] = err.Error()
+		output.Error = err.Error()
 	}
 	if rerr := river.RecordOutput(ctx, output); rerr != nil {
 		log.WarnContext(ctx, "could not record job output", "error", rerr)
@@ -82,20 +79,34 @@ func (s *Service) work(ctx context.Context, row *rivertype.JobRow, args DatasetA
 	}
 }
 
+// taskOutput is what the harness records as the output of a lifecycle job's
+// attempt (JobInfo.Output): the harness's own keys and the Task's typed
+// summary, or, for a dry run, its plan.
+type taskOutput struct {
+	Outcome string `json:"outcome"`
+	Trigger string `json:"trigger"`
+	// Summary is what Task.Run returned; absent when Run was not reached.
+	Summary any `json:"summary,omitempty"`
+	// DryRun and Plan: a dry-run job recorded Task.Plan's result.
+	DryRun bool   `json:"dry_run,omitempty"`
+	Plan   any    `json:"plan,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
 // runTask checks that the dataset still exists, then runs (or, for a dry-run
 // job, plans) the Task.
-func (s *Service) runTask(ctx context.Context, row *rivertype.JobRow, args DatasetArgs, log *slog.Logger) (output map[string]any, err error) {
+func (s *Service) runTask(ctx context.Context, row *rivertype.JobRow, args DatasetArgs, log *slog.Logger) (output taskOutput, err error) {
 	task, err := s.task(row.Kind)
 	if err != nil {
 		// Only kinds with a Task have a worker; this is a programming error.
-		return nil, Halt(err)
+		return output, Halt(err)
 	}
 	d, err := s.store.GetDatasetByID(ctx, args.DatasetID)
 	switch {
 	case errors.Is(err, ErrNotFound) || (err == nil && d.Name != args.Dataset):
-		return nil, fmt.Errorf("%w: dataset %q (id %d) no longer exists", ErrConflict, args.Dataset, args.DatasetID)
+		return output, fmt.Errorf("%w: dataset %q (id %d) no longer exists", ErrConflict, args.Dataset, args.DatasetID)
 	case err != nil:
-		return nil, err
+		return output, err
 	}
 	jc := JobContext{
 		ID:        row.ID,
@@ -108,13 +119,11 @@ func (s *Service) runTask(ctx context.Context, row *rivertype.JobRow, args Datas
 	err = safely(log, func() error {
 		if args.DryRun {
 			plan, err := task.Plan(ctx, args.Dataset)
-			output = map[string]any{"dry_run": true, "plan": plan}
+			output.DryRun, output.Plan = true, plan
 			return err
 		}
 		summary, err := task.Run(ctx, args.Dataset, jc)
-		if summary != nil {
-			output = map[string]any{"summary": summary}
-		}
+		output.Summary = summary
 		return err
 	})
 	return output, err

@@ -6,14 +6,13 @@
 // missing are reported loudly (error log, gauge, job output) and never
 // dropped from the catalog: that takes a person.
 //
-// It is the reconcile lifecycle job: Task implements jobs.Task.
+// It is the reconcile lifecycle job: Task (task.go) implements jobs.Task.
 //
 // The rules it follows (dereference before delete, audited deletion, the job's shape): docs/design.md.
 package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"timestore/internal/catalog"
-	"timestore/internal/jobs"
 	"timestore/internal/storage"
 )
 
@@ -42,10 +40,19 @@ const MaxListedKeys = 100
 // ActionDeleteOrphan is the audit action of each orphan deletion.
 const ActionDeleteOrphan = "reconcile.delete_orphan"
 
-// Options configures a Task.
+// Store is what reconcile needs of the catalog; *catalog.Store has it.
+type Store interface {
+	GetDataset(ctx context.Context, name string) (catalog.Dataset, error)
+	ObjectRefs(ctx context.Context, name string) ([]catalog.ObjectRef, error)
+	AppendAudit(ctx context.Context, e catalog.AuditEntry) error
+}
+
+var _ Store = (*catalog.Store)(nil)
+
+// Options configures a Reconciler.
 type Options struct {
 	// Store is the catalog. Required.
-	Store *catalog.Store
+	Store Store
 	// Targets are the storage targets. Required.
 	Targets *storage.Targets
 	// Logger defaults to discarding.
@@ -64,13 +71,11 @@ type Options struct {
 	ProcessClock func() time.Time
 }
 
-// Task reconciles datasets. It is safe for concurrent use.
-type Task struct {
+// Reconciler reconciles datasets. It is safe for concurrent use.
+type Reconciler struct {
 	opts    Options
 	metrics *metrics
 }
-
-var _ jobs.Task = (*Task)(nil)
 
 type metrics struct {
 	found        *prometheus.CounterVec
@@ -79,8 +84,8 @@ type metrics struct {
 	missing      *prometheus.GaugeVec
 }
 
-// New returns a Task.
-func New(opts Options) (*Task, error) {
+// New returns a Reconciler.
+func New(opts Options) (*Reconciler, error) {
 	switch {
 	case opts.Store == nil || opts.Targets == nil:
 		return nil, errors.New("reconcile: Store and Targets are required")
@@ -101,7 +106,7 @@ func New(opts Options) (*Task, error) {
 	}
 	f := promauto.With(opts.Registerer)
 	labels := []string{"dataset", "target"}
-	return &Task{opts: opts, metrics: &metrics{
+	return &Reconciler{opts: opts, metrics: &metrics{
 		found: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "timestore_reconcile_orphans_found_total",
 			Help: "Unreferenced objects older than the safety age found by reconcile runs (not dry runs), by dataset and target.",
@@ -119,25 +124,6 @@ func New(opts Options) (*Task, error) {
 			Help: "Partitions (live or removed, not purged) whose object the last reconcile did not find on its target, by dataset and target.",
 		}, labels),
 	}}, nil
-}
-
-// Kind implements jobs.Task.
-func (t *Task) Kind() string { return jobs.KindReconcile }
-
-// Plan implements jobs.Task: the report of a reconcile that deletes nothing.
-func (t *Task) Plan(ctx context.Context, dataset string) (any, error) {
-	return t.Reconcile(ctx, dataset, true, "", t.opts.Logger.With("kind", jobs.KindReconcile, "dataset", dataset))
-}
-
-// Run implements jobs.Task: reconcile, deleting orphans. The summary is the
-// Report.
-func (t *Task) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
-	r, err := t.Reconcile(ctx, dataset, false, job.Actor, job.Logger)
-	m, merr := r.Map()
-	if err == nil {
-		err = merr
-	}
-	return m, err
 }
 
 // MissingReport is a reference whose object is missing.
@@ -182,19 +168,6 @@ type Report struct {
 	MissingObjects []MissingReport `json:"missing_objects,omitempty"`
 }
 
-// Map returns the report as a JSON-shaped map (a job's output).
-func (r Report) Map() (map[string]any, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
 // Reconcile compares the dataset's targets with the catalog and, unless
 // dryRun, deletes the orphans, auditing each deletion as actor. It returns the
 // report also when it fails part way (with what was done so far).
@@ -203,16 +176,16 @@ func (r Report) Map() (map[string]any, error) {
 // each orphan is deleted only after that, so an object committed while the
 // listing ran is never taken for an orphan. Errors: catalog.ErrNotFound for
 // an unknown dataset; listing, deletion and audit failures.
-func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor string, log *slog.Logger) (Report, error) {
+func (rec *Reconciler) Reconcile(ctx context.Context, dataset string, dryRun bool, actor string, log *slog.Logger) (Report, error) {
 	if log == nil {
-		log = t.opts.Logger
+		log = rec.opts.Logger
 	}
-	r := Report{Dataset: dataset, DryRun: dryRun, SafetyAge: t.opts.SafetyAge.String()}
-	d, err := t.opts.Store.GetDataset(ctx, dataset)
+	r := Report{Dataset: dataset, DryRun: dryRun, SafetyAge: rec.opts.SafetyAge.String()}
+	d, err := rec.opts.Store.GetDataset(ctx, dataset)
 	if err != nil {
 		return r, err
 	}
-	before, err := t.opts.Store.ObjectRefs(ctx, d.Name)
+	before, err := rec.opts.Store.ObjectRefs(ctx, d.Name)
 	if err != nil {
 		return r, err
 	}
@@ -225,25 +198,25 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 	slices.Sort(targets)
 	r.Targets = targets
 
-	listed, err := t.list(ctx, d.Name, targets, before)
+	listed, err := rec.list(ctx, d.Name, targets, before)
 	if err != nil {
 		return r, err
 	}
-	after, err := t.opts.Store.ObjectRefs(ctx, d.Name)
+	after, err := rec.opts.Store.ObjectRefs(ctx, d.Name)
 	if err != nil {
 		return r, err
 	}
-	now := t.opts.Now()
-	c := Compare(d.Name, before, after, listed, now, t.opts.SafetyAge)
+	now := rec.opts.Now()
+	c := Compare(d.Name, before, after, listed, now, rec.opts.SafetyAge)
 	r.ObjectsScanned, r.Referenced = c.Scanned, len(after)
 	r.OrphansFound, r.OrphansYoung, r.Foreign, r.Missing = len(c.Orphans), len(c.Young), len(c.Foreign), len(c.Missing)
 	r.Orphans, r.YoungOrphans, r.ForeignObjects = capped(c.Orphans), capped(c.Young), capped(c.Foreign)
 	for _, o := range c.Orphans {
 		r.OrphanBytes += o.Size
 	}
-	t.reportMissing(d.Name, targets, c.Missing, &r, log)
+	rec.reportMissing(d.Name, targets, c.Missing, &r, log)
 	if len(c.Young) > 0 {
-		log.Info("unreferenced objects younger than the safety age kept", "count", len(c.Young), "safety_age", t.opts.SafetyAge)
+		log.Info("unreferenced objects younger than the safety age kept", "count", len(c.Young), "safety_age", rec.opts.SafetyAge)
 	}
 	if len(c.Foreign) > 0 {
 		log.Warn("objects under the dataset prefix that are not partition objects; left alone", "count", len(c.Foreign))
@@ -252,7 +225,7 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 		return r, nil
 	}
 	for _, o := range c.Orphans {
-		t.metrics.found.WithLabelValues(d.Name, o.Target).Inc()
+		rec.metrics.found.WithLabelValues(d.Name, o.Target).Inc()
 	}
 	if len(c.Orphans) > 0 {
 		if err := faultpoint.Hit(ctx, faultpoint.ReconcileBeforeDelete); err != nil {
@@ -260,7 +233,7 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 		}
 	}
 	for _, o := range c.Orphans {
-		deleted, err := t.deleteOrphan(ctx, d.Name, o, now, actor, log)
+		deleted, err := rec.deleteOrphan(ctx, d.Name, o, now, actor, log)
 		if deleted {
 			r.OrphansDeleted++
 			r.BytesReclaimed += o.Size
@@ -276,12 +249,12 @@ func (t *Task) Reconcile(ctx context.Context, dataset string, dryRun bool, actor
 
 // list lists the dataset's prefix on every target and checks, one by one,
 // the referenced objects outside that prefix.
-func (t *Task) list(ctx context.Context, dataset string, targets []string, refs []catalog.ObjectRef) ([]Object, error) {
+func (rec *Reconciler) list(ctx context.Context, dataset string, targets []string, refs []catalog.ObjectRef) ([]Object, error) {
 	var listed []Object
 	byName := map[string]*storage.Target{}
 	offsets := map[string]time.Duration{}
 	for _, name := range targets {
-		tg, err := t.opts.Targets.Get(name)
+		tg, err := rec.opts.Targets.Get(name)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile %s: %w", dataset, err)
 		}
@@ -290,13 +263,13 @@ func (t *Task) list(ctx context.Context, dataset string, targets []string, refs 
 		// process's clock: measure how far apart the two clocks are, or a
 		// host clock running ahead makes an upload still waiting for its
 		// commit look older than the safety age.
-		offset, err := tg.ClockOffset(ctx, t.opts.ProcessClock)
+		offset, err := tg.ClockOffset(ctx, rec.opts.ProcessClock)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile %s: %w", dataset, err)
 		}
 		offsets[name] = offset
 		if offset > time.Minute || offset < -time.Minute {
-			t.opts.Logger.WarnContext(ctx, "the target's clock differs from this host's; object ages are corrected for it", "target", name, "offset", offset)
+			rec.opts.Logger.WarnContext(ctx, "the target's clock differs from this host's; object ages are corrected for it", "target", name, "offset", offset)
 		}
 		err = tg.List(ctx, Prefix(dataset), func(o storage.ObjectInfo) error {
 			listed = append(listed, Object{Target: name, Key: o.Key, Size: o.Size, ModTime: o.ModTime.Add(-offset)})
@@ -324,7 +297,7 @@ func (t *Task) list(ctx context.Context, dataset string, targets []string, refs 
 
 // reportMissing logs each missing object at error level, sets the gauge per
 // target and fills the report.
-func (t *Task) reportMissing(dataset string, targets []string, missing []catalog.ObjectRef, r *Report, log *slog.Logger) {
+func (rec *Reconciler) reportMissing(dataset string, targets []string, missing []catalog.ObjectRef, r *Report, log *slog.Logger) {
 	perTarget := map[string]int{}
 	for i, m := range missing {
 		perTarget[m.Target]++
@@ -340,26 +313,26 @@ func (t *Task) reportMissing(dataset string, targets []string, missing []catalog
 		log.Error("more partition objects missing", "count", len(missing)-MaxListedKeys)
 	}
 	for _, name := range targets {
-		t.metrics.missing.WithLabelValues(dataset, name).Set(float64(perTarget[name]))
+		rec.metrics.missing.WithLabelValues(dataset, name).Set(float64(perTarget[name]))
 	}
 }
 
 // deleteOrphan deletes one orphan and audits it. An object that is already
 // gone is not an error (another reconcile got there first).
-func (t *Task) deleteOrphan(ctx context.Context, dataset string, o Object, now time.Time, actor string, log *slog.Logger) (bool, error) {
-	tg, err := t.opts.Targets.Get(o.Target)
+func (rec *Reconciler) deleteOrphan(ctx context.Context, dataset string, o Object, now time.Time, actor string, log *slog.Logger) (bool, error) {
+	tg, err := rec.opts.Targets.Get(o.Target)
 	if err != nil {
 		return false, err
 	}
 	// Audit first: a process that dies between the two leaves an audited
 	// orphan that the next reconcile deletes (and audits again), never a
 	// deletion without a record.
-	err = t.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
+	err = rec.opts.Store.AppendAudit(ctx, catalog.AuditEntry{
 		Actor:   actor,
 		Action:  ActionDeleteOrphan,
 		Dataset: dataset,
 		Bytes:   o.Size,
-		Reason:  fmt.Sprintf("no partition references it and it is older than the safety age (%s)", t.opts.SafetyAge),
+		Reason:  fmt.Sprintf("no partition references it and it is older than the safety age (%s)", rec.opts.SafetyAge),
 		Details: map[string]any{"target": o.Target, "key": o.Key, "mod_time": o.ModTime, "age": now.Sub(o.ModTime).String()},
 	})
 	if err != nil {
@@ -374,8 +347,8 @@ func (t *Task) deleteOrphan(ctx context.Context, dataset string, o Object, now t
 		}
 		return false, fmt.Errorf("reconcile %s: delete orphan %s: %w", dataset, o.Key, err)
 	}
-	t.metrics.deleted.WithLabelValues(dataset, o.Target).Inc()
-	t.metrics.bytesDeleted.WithLabelValues(dataset, o.Target).Add(float64(o.Size))
+	rec.metrics.deleted.WithLabelValues(dataset, o.Target).Inc()
+	rec.metrics.bytesDeleted.WithLabelValues(dataset, o.Target).Add(float64(o.Size))
 	log.Info("orphan object deleted", "target", o.Target, "key", o.Key, "bytes", o.Size, "mod_time", o.ModTime)
 	return true, nil
 }

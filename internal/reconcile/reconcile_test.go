@@ -38,14 +38,14 @@ type bundle struct {
 	targets *storage.Targets
 	target  *storage.Target
 	ds      catalog.Dataset
-	task    *reconcile.Task
+	rec     *reconcile.Reconciler
 	reg     *prometheus.Registry
 	clock   *clock
 	tmp     string
 }
 
 // setup makes a dataset on targetName ("local", or "remote" on a fresh
-// versitygw bucket) and a reconcile Task whose clock the test sets.
+// versitygw bucket) and a Reconciler whose clock the test sets.
 func setup(t *testing.T, targetName string) *bundle {
 	t.Helper()
 	t.Parallel()
@@ -62,7 +62,7 @@ func setup(t *testing.T, targetName string) *bundle {
 	b.target, err = targets.Get(targetName)
 	require.NoError(t, err)
 	b.ds = b.createDataset(t, "metrics", targetName)
-	b.task, err = reconcile.New(reconcile.Options{Store: b.store, Targets: targets, Registerer: b.reg, Now: b.clock.Now})
+	b.rec, err = reconcile.New(reconcile.Options{Store: b.store, Targets: targets, Registerer: b.reg, Now: b.clock.Now})
 	require.NoError(t, err)
 	return b
 }
@@ -164,7 +164,7 @@ func testReconcile(t *testing.T, targetName string) {
 	otherOrphan, _, _ := b.put(t, otherDS.Name, 10) // another dataset's prefix: not ours to judge
 
 	// Just uploaded, the orphan is younger than the safety age: kept.
-	r, err := b.task.Reconcile(b.ctx, "metrics", false, "job:1", nil)
+	r, err := b.rec.Reconcile(b.ctx, "metrics", false, "job:1", nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{targetName}, r.Targets)
 	require.Equal(t, 4, r.ObjectsScanned) // live, removed, orphan, foreign
@@ -185,7 +185,7 @@ func testReconcile(t *testing.T, targetName string) {
 
 	// Two hours later it is an orphan: a dry run reports it, deleting nothing.
 	b.clock.set(time.Now().Add(2 * time.Hour))
-	plan, err := b.task.Plan(b.ctx, "metrics")
+	plan, err := b.rec.Task().Plan(b.ctx, "metrics")
 	require.NoError(t, err)
 	pr := plan.(reconcile.Report)
 	require.True(t, pr.DryRun)
@@ -198,11 +198,12 @@ func testReconcile(t *testing.T, targetName string) {
 	require.Zero(t, b.metric(t, "timestore_reconcile_orphans_found_total"), "dry runs count nothing")
 
 	// The real run deletes the orphan, and only the orphan.
-	summary, err := b.task.Run(b.ctx, "metrics", jobs.JobContext{ID: 7, Actor: "job:7", Logger: nilLogger()})
+	out, err := b.rec.Task().Run(b.ctx, "metrics", jobs.JobContext{ID: 7, Actor: "job:7", Logger: nilLogger()})
 	require.NoError(t, err)
-	require.EqualValues(t, 1, summary["orphans_deleted"])
-	require.EqualValues(t, orphanSize, summary["bytes_reclaimed"])
-	require.EqualValues(t, 1, summary["missing"])
+	summary := out.(reconcile.Report)
+	require.Equal(t, 1, summary.OrphansDeleted)
+	require.Equal(t, orphanSize, summary.BytesReclaimed)
+	require.Equal(t, 1, summary.Missing)
 	require.False(t, b.exists(t, orphan))
 	for _, key := range []string{live.Key, removed.Key, foreign, otherOrphan} {
 		require.True(t, b.exists(t, key), "%s must not be touched", key)
@@ -222,7 +223,7 @@ func testReconcile(t *testing.T, targetName string) {
 	require.Equal(t, targetName, entries[0].Details["target"])
 
 	// Nothing left to do; the missing object is still reported.
-	r, err = b.task.Reconcile(b.ctx, "metrics", false, "job:8", nil)
+	r, err = b.rec.Reconcile(b.ctx, "metrics", false, "job:8", nil)
 	require.NoError(t, err)
 	require.Zero(t, r.OrphansFound)
 	require.Equal(t, 1, r.Missing)
@@ -241,7 +242,7 @@ func TestReconcileKeepsObjectsOfDeletedNamesake(t *testing.T) {
 	fresh := b.commit(t, "metrics", 60)
 
 	b.clock.set(time.Now().Add(2 * time.Hour))
-	r, err := b.task.Reconcile(b.ctx, "metrics", false, "job:1", nil)
+	r, err := b.rec.Reconcile(b.ctx, "metrics", false, "job:1", nil)
 	require.NoError(t, err)
 	require.Zero(t, r.OrphansFound)
 	require.Zero(t, r.Missing)
@@ -249,7 +250,7 @@ func TestReconcileKeepsObjectsOfDeletedNamesake(t *testing.T) {
 	require.True(t, b.exists(t, old.Key))
 	require.True(t, b.exists(t, fresh.Key))
 
-	_, err = b.task.Reconcile(b.ctx, "nope", true, "", nil)
+	_, err = b.rec.Reconcile(b.ctx, "nope", true, "", nil)
 	require.ErrorIs(t, err, catalog.ErrNotFound)
 }
 
@@ -264,7 +265,7 @@ func TestReconcileDeleteFailureFailsTheRun(t *testing.T) {
 	remove := faulty.FailAlways(storage.OpDelete, nil)
 
 	b.clock.set(time.Now().Add(2 * time.Hour))
-	r, err := b.task.Reconcile(b.ctx, "metrics", false, "job:1", nil)
+	r, err := b.rec.Reconcile(b.ctx, "metrics", false, "job:1", nil)
 	require.ErrorIs(t, err, storage.ErrInjected)
 	require.Equal(t, 1, r.OrphansFound)
 	require.Zero(t, r.OrphansDeleted)
@@ -274,7 +275,7 @@ func TestReconcileDeleteFailureFailsTheRun(t *testing.T) {
 	require.Len(t, entries, 1)
 
 	remove()
-	r, err = b.task.Reconcile(b.ctx, "metrics", false, "job:2", nil)
+	r, err = b.rec.Reconcile(b.ctx, "metrics", false, "job:2", nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, r.OrphansDeleted)
 	require.False(t, b.exists(t, orphan))
@@ -292,7 +293,7 @@ func TestReconcileAsJob(t *testing.T) {
 	b.commit(t, "metrics", 10)
 	orphan, _, _ := b.put(t, "metrics", 20)
 	b.clock.set(time.Now().Add(2 * time.Hour))
-	svc, err := jobs.New(jobs.Options{Store: b.store, Tasks: []jobs.Task{b.task}, Workers: true, TestOnly: true})
+	svc, err := jobs.New(jobs.Options{Store: b.store, Tasks: []jobs.Task{b.rec.Task()}, Workers: true, TestOnly: true})
 	require.NoError(t, err)
 	require.NoError(t, svc.Start(b.ctx))
 	t.Cleanup(func() {
@@ -363,10 +364,10 @@ func TestReconcileHostClockAhead(t *testing.T) {
 		t.Run(targetName, func(t *testing.T) {
 			b := setup(t, targetName)
 			ahead := func() time.Time { return time.Now().Add(2 * time.Hour) }
-			task, err := reconcile.New(reconcile.Options{Store: b.store, Targets: b.targets, Now: ahead, ProcessClock: ahead})
+			rec, err := reconcile.New(reconcile.Options{Store: b.store, Targets: b.targets, Now: ahead, ProcessClock: ahead})
 			require.NoError(t, err)
 			pending, _, _ := b.put(t, "metrics", 10) // uploaded, its commit not yet made
-			r, err := task.Reconcile(b.ctx, "metrics", false, "job:1", nil)
+			r, err := rec.Reconcile(b.ctx, "metrics", false, "job:1", nil)
 			require.NoError(t, err)
 			require.Zero(t, r.OrphansFound)
 			require.Equal(t, 1, r.OrphansYoung)

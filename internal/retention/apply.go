@@ -84,36 +84,6 @@ type ApplyResult struct {
 	SweepEnqueued bool `json:"sweep_enqueued"`
 }
 
-// Summary renders r as a job's output.
-func (r ApplyResult) Summary() map[string]any {
-	byRule := map[string]int{}
-	for _, p := range r.Plan.Selected {
-		byRule[p.Rule]++
-	}
-	kept := map[string]int{}
-	for _, k := range r.Plan.KeptBack {
-		for _, reason := range k.Reasons {
-			kept[reason]++
-		}
-	}
-	return map[string]any{
-		"dataset":           r.Dataset,
-		"planned_version":   r.Plan.ManifestVersion,
-		"manifest_version":  r.Version,
-		"removed":           r.Removed,
-		"removed_by_rule":   byRule,
-		"removed_ids":       r.Plan.IDs(),
-		"kept_back":         r.Plan.KeptBackTotals,
-		"kept_back_reasons": kept,
-		"held":              r.Plan.Held,
-		"remain":            r.Plan.Remain,
-		"bytes_over_budget": r.Plan.BytesOverBudget,
-		"notes":             r.Plan.Notes,
-		"replanned":         r.Replanned,
-		"sweep_enqueued":    r.SweepEnqueued,
-	}
-}
-
 // Apply plans and applies the dataset's retention policy: one manifest
 // change (operation "retention") marks the selected partitions removed. In
 // the same transaction it checks that none of them overlaps an active hold

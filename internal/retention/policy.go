@@ -15,6 +15,7 @@
 // Holds (AddHold) keep time ranges of a dataset from being removed.
 //
 // The rules it follows (partition life cycle, locks, leases, audited deletion): docs/design.md.
+// RetentionTask and SweepTask (task.go) are the two jobs.
 package retention
 
 import (

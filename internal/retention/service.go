@@ -29,10 +29,41 @@ const (
 	DeleteTimeoutDefault = 30 * time.Second
 )
 
+// Store is what retention, the sweeper, restores and holds need of the
+// catalog; *catalog.Store has it.
+type Store interface {
+	GetDataset(ctx context.Context, name string) (catalog.Dataset, error)
+	GetDatasetByID(ctx context.Context, id int64) (catalog.Dataset, error)
+	RetentionSnapshot(ctx context.Context, name string) (catalog.Snapshot, []catalog.Hold, error)
+	Partitions(ctx context.Context, name, state string) ([]catalog.Partition, error)
+	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
+	RunInTx(ctx context.Context, fn func(ctx context.Context, tx catalog.Tx) error) error
+	AppendAudit(ctx context.Context, e catalog.AuditEntry) error
+	AppendAuditBatchTx(ctx context.Context, tx catalog.Tx, entries []catalog.AuditEntry) error
+
+	// Holds.
+	AddHold(ctx context.Context, dataset string, from, to time.Time, reason, actor string) (catalog.Hold, error)
+	ReleaseHold(ctx context.Context, id int64, actor string) (catalog.Hold, error)
+	Holds(ctx context.Context, dataset string, includeReleased bool) ([]catalog.Hold, error)
+
+	// Restores.
+	RemovedPartitions(ctx context.Context, dataset string, ids []int64) (int64, []catalog.RemovedPartition, error)
+
+	// Sweeps.
+	SweepPending(ctx context.Context, datasetID int64) (bool, error)
+	DatasetsToSweep(ctx context.Context, name string) ([]catalog.SweepDataset, error)
+	PreviewPurge(ctx context.Context, datasetID int64, removedBefore time.Time) (catalog.PurgePreview, error)
+	PurgeRemoved(ctx context.Context, datasetID int64, removedBefore time.Time, limit int, actor string) (catalog.PurgeBatch, error)
+	PendingObjectDeletes(ctx context.Context, datasetID, afterID int64, limit int) ([]catalog.Partition, error)
+	MarkObjectsDeleted(ctx context.Context, ids []int64) error
+}
+
+var _ Store = (*catalog.Store)(nil)
+
 // Options configure a Service. Store and Targets are required.
 type Options struct {
 	// Store is the catalog.
-	Store *catalog.Store
+	Store Store
 	// Targets are the storage targets the sweeper deletes objects from.
 	Targets *storage.Targets
 	// Logger defaults to discarding.

@@ -78,23 +78,6 @@ type SweepResult struct {
 	NextSweepIn time.Duration `json:"-"`
 }
 
-// Summary renders r as a job's output.
-func (r SweepResult) Summary() map[string]any {
-	return map[string]any{
-		"dataset":          r.Dataset,
-		"datasets":         r.Datasets,
-		"purged":           r.Purged,
-		"purged_bytes":     r.PurgedBytes,
-		"objects_deleted":  r.ObjectsDeleted,
-		"already_gone":     r.AlreadyGone,
-		"delete_errors":    r.DeleteErrors,
-		"kept_by_grace":    r.KeptByGrace,
-		"kept_by_lease":    r.KeptByLease,
-		"next_sweep_in_s":  r.NextSweepIn.Seconds(),
-		"next_sweep_after": r.NextSweepIn.String(),
-	}
-}
-
 // KeptBack reports whether removed partitions were left for a later sweep.
 func (r SweepResult) KeptBack() bool { return r.KeptByGrace+r.KeptByLease > 0 }
 

@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Store:      s.Store,
 		Logger:     log,
 		Registerer: reg,
-		Tasks:      []jobs.Task{recon, compactionTask{compactor}, exp.Task(), s.Retention.RetentionTask(), s.Retention.SweepTask()},
+		Tasks:      []jobs.Task{recon.Task(), compactor.Task(), exp.Task(), s.Retention.RetentionTask(), s.Retention.SweepTask()},
 		Workers:    cfg.Jobs.Workers == nil || *cfg.Jobs.Workers,
 		MaxWorkers: cfg.Jobs.MaxWorkers, MaxAttempts: cfg.Jobs.MaxAttempts,
 		JobTimeout: cfg.Jobs.JobTimeout, RescueAfter: cfg.Jobs.RescueAfter,

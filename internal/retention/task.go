@@ -38,10 +38,11 @@ func (t *RetentionTask) Plan(ctx context.Context, dataset string) (any, error) {
 	return t.s.Plan(ctx, dataset)
 }
 
-// Run implements jobs.Task: apply the policy. A second conflict returns an
+// Run implements jobs.Task: apply the policy, returning an ApplySummary
+// (also with an error). A second conflict returns an
 // error wrapping jobs.ErrConflict (the job completes; the next run starts
 // from the new manifest).
-func (t *RetentionTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
+func (t *RetentionTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (any, error) {
 	id := job.ID
 	res, err := t.s.Apply(ctx, dataset, RunOptions{Actor: job.Actor, JobID: &id, Logger: job.Logger})
 	return res.Summary(), err
@@ -55,7 +56,8 @@ func (t *SweepTask) Plan(ctx context.Context, dataset string) (any, error) {
 	return t.s.PreviewSweep(ctx, dataset)
 }
 
-// Run implements jobs.Task: sweep the dataset (and deleted datasets). When
+// Run implements jobs.Task: sweep the dataset (and deleted datasets),
+// returning a SweepSummary (also with an error). When
 // removed partitions were left for later — their grace has not passed, or a
 // query lease pins them — the job snoozes (river.JobSnooze) until the
 // earliest of them qualifies, or LeaseRecheck for leases: the sweep runs
@@ -63,7 +65,7 @@ func (t *SweepTask) Plan(ctx context.Context, dataset string) (any, error) {
 // retention or compaction enqueue for the dataset finds the snoozed job
 // (jobs are unique per kind and dataset), which covers their removals too.
 // Failed deletions return an error: River retries with backoff.
-func (t *SweepTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (map[string]any, error) {
+func (t *SweepTask) Run(ctx context.Context, dataset string, job jobs.JobContext) (any, error) {
 	res, err := t.s.Sweep(ctx, dataset, RunOptions{Actor: job.Actor, Logger: job.Logger})
 	if err != nil {
 		return res.Summary(), err
@@ -74,6 +76,70 @@ func (t *SweepTask) Run(ctx context.Context, dataset string, job jobs.JobContext
 			river.JobSnooze(res.NextSweepIn))
 	}
 	return res.Summary(), nil
+}
+
+// ApplySummary is a retention run as recorded in its job's output.
+type ApplySummary struct {
+	Dataset         string         `json:"dataset"`
+	PlannedVersion  int64          `json:"planned_version"`
+	ManifestVersion int64          `json:"manifest_version"`
+	Removed         catalog.Totals `json:"removed"`
+	// RemovedByRule counts the removed partitions by the rule that selected
+	// them; RemovedIDs lists them.
+	RemovedByRule map[string]int `json:"removed_by_rule"`
+	RemovedIDs    []int64        `json:"removed_ids"`
+	KeptBack      catalog.Totals `json:"kept_back"`
+	// KeptBackReasons counts the partitions kept back by reason.
+	KeptBackReasons map[string]int `json:"kept_back_reasons"`
+	Held            catalog.Totals `json:"held"`
+	Remain          catalog.Totals `json:"remain"`
+	BytesOverBudget int64          `json:"bytes_over_budget"`
+	Notes           []string       `json:"notes"`
+	Replanned       bool           `json:"replanned"`
+	SweepEnqueued   bool           `json:"sweep_enqueued"`
+}
+
+// Summary renders r as a job's output.
+func (r ApplyResult) Summary() ApplySummary {
+	byRule := map[string]int{}
+	for _, p := range r.Plan.Selected {
+		byRule[p.Rule]++
+	}
+	kept := map[string]int{}
+	for _, k := range r.Plan.KeptBack {
+		for _, reason := range k.Reasons {
+			kept[reason]++
+		}
+	}
+	return ApplySummary{
+		Dataset:         r.Dataset,
+		PlannedVersion:  r.Plan.ManifestVersion,
+		ManifestVersion: r.Version,
+		Removed:         r.Removed,
+		RemovedByRule:   byRule,
+		RemovedIDs:      r.Plan.IDs(),
+		KeptBack:        r.Plan.KeptBackTotals,
+		KeptBackReasons: kept,
+		Held:            r.Plan.Held,
+		Remain:          r.Plan.Remain,
+		BytesOverBudget: r.Plan.BytesOverBudget,
+		Notes:           r.Plan.Notes,
+		Replanned:       r.Replanned,
+		SweepEnqueued:   r.SweepEnqueued,
+	}
+}
+
+// SweepSummary is a sweep as recorded in its job's output: the
+// SweepResult with NextSweepIn in seconds and as a duration.
+type SweepSummary struct {
+	SweepResult
+	NextSweepInSeconds float64 `json:"next_sweep_in_s"`
+	NextSweepAfter     string  `json:"next_sweep_after"`
+}
+
+// Summary renders r as a job's output.
+func (r SweepResult) Summary() SweepSummary {
+	return SweepSummary{SweepResult: r, NextSweepInSeconds: r.NextSweepIn.Seconds(), NextSweepAfter: r.NextSweepIn.String()}
 }
 
 // SweepPlan is the dry run of a sweep: per dataset, what would be purged now.
