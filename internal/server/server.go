@@ -119,6 +119,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if err = s.Targets.WithTracing(s.tracer); err != nil {
 		return nil, err
 	}
+	// A target that stops answering fails the call, and so the job's attempt,
+	// within storage_timeout instead of hanging until the job timeout.
+	if err = s.Targets.WithDeadlines(cfg.StorageTimeout); err != nil {
+		return nil, err
+	}
 	if s.Cache, err = storage.NewCache(filepath.Join(dataDir, "cache"), cfg.CacheMaxBytes, reg, storage.WithCacheLogger(log)); err != nil {
 		return nil, err
 	}
