@@ -137,7 +137,8 @@ func (s *Service) handBack(ctx context.Context, row *rivertype.JobRow) (hb Hande
 		if err != nil {
 			return err
 		}
-		if updated.State != state || len(updated.Errors) != len(row.Errors)+1 {
+		if updated.State != state || len(updated.Errors) != len(row.Errors)+1 ||
+			!strings.HasPrefix(updated.Errors[len(updated.Errors)-1].Error, HandBackErrorPrefix) {
 			return errNotHandedBack
 		}
 		a := args(row)
