@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -24,10 +25,22 @@ type hungBucket struct {
 	slowBody time.Duration
 }
 
+// hangUntil blocks until ctx ends, or fails after hangLimit: a deadline
+// that never fires makes the test fail rather than hang.
+func hangUntil(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(hangLimit):
+		return errors.New("the call was never cut off")
+	}
+}
+
+const hangLimit = 5 * time.Second
+
 func (h *hungBucket) Attributes(ctx context.Context, key string) (storage.ObjectInfo, error) {
 	if h.hang["attributes"] {
-		<-ctx.Done()
-		return storage.ObjectInfo{}, ctx.Err()
+		return storage.ObjectInfo{}, hangUntil(ctx)
 	}
 	return h.Bucket.Attributes(ctx, key)
 }
@@ -35,10 +48,20 @@ func (h *hungBucket) Attributes(ctx context.Context, key string) (storage.Object
 func (h *hungBucket) Upload(ctx context.Context, key string, r io.Reader) error {
 	if h.hang["upload"] {
 		_, _ = io.Copy(io.Discard, r) // the data is sent, the answer never comes
-		<-ctx.Done()
-		return ctx.Err()
+		return hangUntil(ctx)
 	}
 	return h.Bucket.Upload(ctx, key, r)
+}
+
+// List checks its context before each object, as a client fetching pages
+// does (memblob lists from memory and never would).
+func (h *hungBucket) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	return h.Bucket.List(ctx, prefix, func(o storage.ObjectInfo) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(o)
+	})
 }
 
 func (h *hungBucket) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -67,8 +90,7 @@ func (b *hungBody) Read(p []byte) (int, error) {
 		b.sent = true
 		return b.rc.Read(p[:1])
 	}
-	<-b.ctx.Done()
-	return 0, b.ctx.Err()
+	return 0, hangUntil(b.ctx)
 }
 
 func (b *hungBody) Close() error { return b.rc.Close() }
