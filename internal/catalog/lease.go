@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Query leases pin a manifest version while a reader scans its files: the
@@ -133,3 +137,93 @@ func KeepLease(s LeaseKeeper, id int64, ttl time.Duration, what string, log *slo
 		})
 	}
 }
+
+// LeaseNodeSetting is the session setting that names the node in every lease
+// a connection takes (the lease's node column defaults to it).
+const LeaseNodeSetting = "timestore.node"
+
+// WithLeaseNode returns databaseURL (a postgres:// URL or a key=value
+// connection string) with the session setting LeaseNodeSetting = node, so
+// that every lease taken through a Store opened on it records node. node
+// must be made of letters, digits and '-'.
+func WithLeaseNode(databaseURL, node string) (string, error) {
+	if node == "" || strings.Trim(node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+		return "", fmt.Errorf("lease node %q: want letters, digits and '-'", node)
+	}
+	if !strings.Contains(databaseURL, "://") {
+		return databaseURL + " " + LeaseNodeSetting + "=" + node, nil
+	}
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return "", fmt.Errorf("lease node: parse database url: %w", err)
+	}
+	q := u.Query()
+	q.Set(LeaseNodeSetting, node)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// ReleasedLease is a lease ReleaseNodeLeases ended.
+type ReleasedLease struct {
+	ID              int64  `json:"id"`
+	DatasetID       int64  `json:"dataset_id"`
+	Dataset         string `json:"dataset"`
+	ManifestVersion int64  `json:"manifest_version"`
+	Holder          string `json:"holder"`
+}
+
+// ReleaseNodeLeases ends every lease that node took, for a process starting
+// on the node's data directory before it takes any lease itself: the leases
+// are those of its dead predecessor (one process holds a data directory at a
+// time), and its readers are gone, so they no longer protect anything and
+// would only hold sweeps back until they expire. The release is audited
+// ("lease.release", one row per dataset, actor), in the same transaction.
+func (s *Store) ReleaseNodeLeases(ctx context.Context, node, actor string) ([]ReleasedLease, error) {
+	if node == "" {
+		return nil, nil
+	}
+	var out []ReleasedLease
+	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			WITH released AS (
+				DELETE FROM timestore.query_leases WHERE node = $1
+				RETURNING id, dataset_id, manifest_version, holder
+			)
+			SELECT r.id, r.dataset_id, d.name, r.manifest_version, r.holder
+			FROM released r JOIN timestore.datasets d ON d.id = r.dataset_id
+			ORDER BY r.dataset_id, r.id`, node)
+		out, err = collect(rows, err, func(row pgx.Row) (ReleasedLease, error) {
+			var l ReleasedLease
+			err := row.Scan(&l.ID, &l.DatasetID, &l.Dataset, &l.ManifestVersion, &l.Holder)
+			return l, err
+		})
+		if err != nil {
+			return err
+		}
+		for i := 0; i < len(out); {
+			j := i
+			var leases []ReleasedLease
+			for ; j < len(out) && out[j].DatasetID == out[i].DatasetID; j++ {
+				leases = append(leases, out[j])
+			}
+			if err := insertAudit(ctx, tx, AuditEntry{
+				Actor:   actor,
+				Action:  ActionReleaseLeases,
+				Dataset: out[i].Dataset,
+				Reason:  "the process that took them died; this process took over its data directory",
+				Details: map[string]any{"node": node, "leases": leases},
+			}); err != nil {
+				return err
+			}
+			i = j
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release leases of node %s: %w", node, err)
+	}
+	return out, nil
+}
+
+// ActionReleaseLeases is the audit action of ReleaseNodeLeases.
+const ActionReleaseLeases = "lease.release"

@@ -40,6 +40,9 @@ const (
 	ReadTimeoutDefault = 10 * time.Minute
 	// CacheMaxBytesDefault bounds the local read cache of remote partitions: 10 GiB.
 	CacheMaxBytesDefault int64 = 10 << 30
+	// StorageTimeoutDefault bounds how long a storage call waits for its
+	// target to answer (see storage.NewDeadlineBucket).
+	StorageTimeoutDefault = 30 * time.Second
 	// LogFormatDefault is "json"; "text" is the other choice.
 	LogFormatDefault = "json"
 	// LogLevelDefault is "info".
@@ -87,6 +90,11 @@ type Config struct {
 	// CacheMaxBytes bounds the read cache of remote partitions (TIMESTORE_CACHE_MAX_BYTES, cache_max_bytes).
 	// Defaults to CacheMaxBytesDefault.
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
+	// StorageTimeout is how long a storage call may wait for its target to
+	// answer without progress before it fails; a transfer that keeps moving
+	// is never cut (TIMESTORE_STORAGE_TIMEOUT, storage_timeout). Defaults to
+	// StorageTimeoutDefault.
+	StorageTimeout time.Duration `yaml:"storage_timeout"`
 	// DuckDBMemoryLimit is DuckDB's memory_limit, e.g. "4GB" (TIMESTORE_DUCKDB_MEMORY_LIMIT,
 	// duckdb_memory_limit). Empty: DuckDB's default (80% of RAM).
 	DuckDBMemoryLimit string `yaml:"duckdb_memory_limit"`
@@ -144,6 +152,7 @@ func Default() Config {
 		ReadHeaderTimeout: ReadHeaderTimeoutDefault,
 		ReadTimeout:       ReadTimeoutDefault,
 		CacheMaxBytes:     CacheMaxBytesDefault,
+		StorageTimeout:    StorageTimeoutDefault,
 		LogFormat:         LogFormatDefault,
 		LogLevel:          LogLevelDefault,
 	}
@@ -208,6 +217,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.ReadTimeout, err = time.ParseDuration(v)
 		case "TIMESTORE_CACHE_MAX_BYTES":
 			c.CacheMaxBytes, err = strconv.ParseInt(v, 10, 64)
+		case "TIMESTORE_STORAGE_TIMEOUT":
+			c.StorageTimeout, err = time.ParseDuration(v)
 		case "TIMESTORE_DUCKDB_MEMORY_LIMIT":
 			c.DuckDBMemoryLimit = v
 		case "TIMESTORE_DUCKDB_THREADS":
@@ -271,6 +282,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 {
 		return errors.New("read header timeout and read timeout must be positive")
+	}
+	if c.StorageTimeout <= 0 {
+		return fmt.Errorf("storage timeout %s: want a positive duration such as 30s", c.StorageTimeout)
 	}
 	if c.Token != "" && c.Token == c.AdminToken {
 		return errors.New("the data-plane token and the admin token must differ: the data-plane token must not grant admin access")

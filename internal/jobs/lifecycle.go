@@ -42,6 +42,10 @@ type KindStatus struct {
 	LastError   string     `json:"last_error,omitempty"`
 	// Backlog counts the kind's unfinished jobs (waiting, retrying or running).
 	Backlog int `json:"backlog"`
+	// LastHandedBack is the latest job of the kind that a restarted process
+	// handed back for a retry after its previous incarnation died running
+	// it (see Service.HandBack); nil if none is kept.
+	LastHandedBack *HandBackInfo `json:"last_handed_back,omitempty"`
 }
 
 // Lifecycle reports, for each job kind of a live dataset: whether it is
@@ -92,6 +96,9 @@ func (s *Service) Lifecycle(ctx context.Context, dataset string) (LifecycleStatu
 				ks.LastStatus = info.Outcome
 			}
 			ks.LastError = lastError(info)
+		}
+		if ks.LastHandedBack, err = s.lastHandBack(ctx, kind, d.ID); err != nil {
+			return LifecycleStatus{}, err
 		}
 		out.Kinds = append(out.Kinds, ks)
 	}

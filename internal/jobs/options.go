@@ -105,6 +105,12 @@ type Options struct {
 	// Now is the scheduler's clock. Defaults to time.Now. Schedules are
 	// evaluated in UTC.
 	Now func() time.Time
+	// NodeID is this node's stable identity (the server keeps it in its data
+	// directory). With it, River's client id is "<NodeID>/<start time>", and
+	// Start first hands back the jobs that earlier incarnations of the node
+	// left running (HandBack). Empty: River's generated client id, no
+	// hand-back. At most one process may run with a node id at a time.
+	NodeID string
 	// Middleware is passed to River (e.g. otelriver's, for a span per job).
 	Middleware []rivertype.Middleware
 	// TestOnly shortens River's fetch intervals (jobs start within about
@@ -166,6 +172,11 @@ func (o Options) Validate() error {
 		return fmt.Errorf("jobs: JobTimeout (%s) must be shorter than RescueAfter (%s), or River would rescue jobs that are still running", o.JobTimeout, o.RescueAfter)
 	case o.SchedulerInterval < time.Second:
 		return fmt.Errorf("jobs: SchedulerInterval must be at least 1s, not %s", o.SchedulerInterval)
+	}
+	if o.NodeID != "" {
+		if err := ValidateNodeID(o.NodeID); err != nil {
+			return fmt.Errorf("jobs: NodeID: %w", err)
+		}
 	}
 	if o.ReconcileSchedule != ReconcileScheduleOff {
 		if _, err := policy.ParseSchedule(o.ReconcileSchedule); err != nil {

@@ -68,6 +68,9 @@ func New(opts Options) (*Service, error) {
 		TestOnly:                    opts.TestOnly,
 		Middleware:                  opts.Middleware,
 	}
+	if opts.NodeID != "" {
+		cfg.ID = clientIDFor(opts.NodeID, time.Now())
+	}
 	if opts.TestOnly {
 		cfg.FetchCooldown = testFetchCooldown
 		cfg.FetchPollInterval = testFetchPollInterval
@@ -103,11 +106,15 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// Start starts working jobs (when Options.Workers is set): the lifecycle
-// queue, the scheduler queue and, on the elected leader, the periodic
-// scheduler and River's maintenance. Cancelling ctx stops the client like
-// Stop does.
+// Start hands back the jobs earlier incarnations of this node left running
+// (HandBack; with Options.NodeID), then starts working jobs (when
+// Options.Workers is set): the lifecycle queue, the scheduler queue and, on
+// the elected leader, the periodic scheduler and River's maintenance.
+// Cancelling ctx stops the client like Stop does.
 func (s *Service) Start(ctx context.Context) error {
+	if _, err := s.HandBack(ctx); err != nil {
+		return fmt.Errorf("jobs: start: %w", err)
+	}
 	if !s.opts.Workers {
 		return nil
 	}

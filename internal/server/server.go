@@ -58,6 +58,8 @@ type Server struct {
 	tracer        trace.TracerProvider
 	traceShutdown func(context.Context) error
 	ui            *riverui.Handler
+	// NodeID is the data directory's node identity (NodeIDFile).
+	NodeID string
 	// dataLock holds the data directory's lock while the server is open.
 	dataLock *os.File
 }
@@ -103,20 +105,43 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 	if s.dataLock, err = lockDataDir(dataDir); err != nil {
 		return nil, err
 	}
+	if s.NodeID, err = loadNodeID(dataDir); err != nil {
+		return nil, err
+	}
 	s.tracer = opts.TracerProvider
 	if s.tracer == nil {
 		if s.tracer, s.traceShutdown, err = telemetry.SetupTracing(ctx, "timestore", os.Environ()); err != nil {
 			return nil, err
 		}
 	}
-	if s.Store, err = catalog.Open(ctx, cfg.DatabaseURL); err != nil {
+	// Every lease this process takes records its node, so that the next
+	// incarnation can release what this one leaves behind if it dies.
+	dbURL, err := catalog.WithLeaseNode(cfg.DatabaseURL, s.NodeID)
+	if err != nil {
 		return nil, err
+	}
+	if s.Store, err = catalog.Open(ctx, dbURL); err != nil {
+		return nil, err
+	}
+	// The data directory is this process's alone (locked), so leases of its
+	// node are a dead predecessor's: release them before taking any.
+	released, err := s.Store.ReleaseNodeLeases(ctx, s.NodeID, "node:"+s.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	if len(released) > 0 {
+		log.Info("released the leases a previous process on this data directory left behind", "node", s.NodeID, "leases", len(released))
 	}
 	reg.MustRegister(catalog.NewCollector(s.Store, log))
 	if s.Targets, err = storage.NewTargets(ctx, dataDir, cfg.Targets); err != nil {
 		return nil, err
 	}
 	if err = s.Targets.WithTracing(s.tracer); err != nil {
+		return nil, err
+	}
+	// A target that stops answering fails the call, and so the job's attempt,
+	// within storage_timeout instead of hanging until the job timeout.
+	if err = s.Targets.WithDeadlines(cfg.StorageTimeout); err != nil {
 		return nil, err
 	}
 	if s.Cache, err = storage.NewCache(filepath.Join(dataDir, "cache"), cfg.CacheMaxBytes, reg, storage.WithCacheLogger(log)); err != nil {
@@ -188,6 +213,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		MaxWorkers: cfg.Jobs.MaxWorkers, MaxAttempts: cfg.Jobs.MaxAttempts,
 		JobTimeout: cfg.Jobs.JobTimeout, RescueAfter: cfg.Jobs.RescueAfter,
 		SchedulerInterval: cfg.Jobs.SchedulerInterval, ReconcileSchedule: cfg.Jobs.ReconcileSchedule,
+		NodeID: s.NodeID,
 		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
 			TracerProvider: s.tracer, EnableWorkSpanJobKindSuffix: true, EnableTracePropagation: true,
 		})},

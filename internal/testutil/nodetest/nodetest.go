@@ -331,6 +331,9 @@ func (n *Node) Restart(extraEnv ...string) {
 	}
 }
 
+// DataDir returns the node's data directory (kept across restarts).
+func (n *Node) DataDir() string { return n.cfg.DataDir }
+
 // Logs returns everything the node printed, across restarts.
 func (n *Node) Logs() string { return n.logs.String() }
 
