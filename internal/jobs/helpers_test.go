@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+
 	"timestore/internal/testutil/logbuf"
 
 	"github.com/prometheus/client_golang/prometheus"

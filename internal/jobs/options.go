@@ -3,9 +3,10 @@ package jobs
 import (
 	"errors"
 	"fmt"
-	"github.com/riverqueue/river/rivertype"
 	"log/slog"
 	"time"
+
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+
 	"timestore/internal/faultpoint"
 
 	"github.com/prometheus/client_golang/prometheus"

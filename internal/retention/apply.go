@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
 	"timestore/internal/faultpoint"
 
 	"timestore/internal/catalog"

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
 	"timestore/internal/faultpoint"
 
 	"timestore/internal/catalog"

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
 	"timestore/internal/testutil/logbuf"
 
 	"timestore/internal/client"
