@@ -74,12 +74,8 @@ func (s *source) diagnose(ctx context.Context, conn *sql.Conn, cause error) erro
 	for _, c := range cols {
 		q := quoteIdent(c.Name)
 		cond := "false"
-		switch {
-		case isTime(c.Type):
-			cond = fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", q, timeExpr(q, c.Type, true))
-		case c.Type != catalog.TypeVarchar:
-			t, _ := sqlType(c.Type)
-			cond = fmt.Sprintf("(%s IS NOT NULL AND TRY_CAST(%s AS %s) IS NULL)", q, q, t)
+		if c.Type != catalog.TypeVarchar {
+			cond = fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", q, valueExpr(q, c.Type, true))
 		}
 		if cond != "false" {
 			fmt.Fprintf(&bad, " OR %s", cond)
@@ -127,7 +123,7 @@ func (s *source) diagnose(ctx context.Context, conn *sql.Conn, cause error) erro
 		for i, c := range cols {
 			if b, _ := vals[2+2*i].(bool); b {
 				v, _ := vals[3+2*i].(string)
-				return &InputError{Row: row, Column: c.Name, Message: fmt.Sprintf("value %q is not a valid %s", v, c.Type)}
+				return &InputError{Row: row, Column: c.Name, Message: fmt.Sprintf("value %q is not a valid %s: %s", v, c.Type, typeHint(c.Type))}
 			}
 		}
 	}

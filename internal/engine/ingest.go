@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"os"
 
-	duckdb "github.com/duckdb/duckdb-go/v2"
-
 	"timestore/internal/catalog"
 )
 
@@ -140,30 +138,26 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 // "columns" it would ignore unknown keys, and checking them needs a second
 // parse of the whole file (json_keys), as long as the read itself.
 //
-// It applies when the sample shows only schema columns, including the time
-// column, with types that convert to the declared ones, and every row has a
-// time value. It reports false, and leaves no file, when it does not apply or
-// the read fails for any reason; the caller then takes the exact path, which
-// also explains errors.
+// The types DuckDB detects come from a sample, and its JSON reader converts
+// later values to them loosely (1.5 to the integer 2, true to the double 1,
+// 1.5 to the boolean true). So the read starts with a hint file (see
+// source.hintedReader) whose one object gives every schema column a string:
+// each column is then detected as text, or as JSON where the input has
+// other values, and valueExpr converts it exactly as the exact path does.
 //
-// It first reads with guardedSelect, which needs one detection (sampling the
-// input costs about a tenth of the whole read); when that does not bind,
-// typically because the sample lacks a schema column, it detects the columns
-// with DESCRIBE and reads with them (describedSelect), detecting again.
+// It applies when the sample shows only schema columns and every row has a
+// time value. It reports false, and leaves no file, when it does not apply
+// or the read fails for any reason; the caller then takes the exact path,
+// which also explains errors.
 func (e *Engine) ingestDetected(ctx context.Context, conn *sql.Conn, src *source, id uint64, outDir string) ([]WindowFile, bool, error) {
-	w, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(), id, outDir)
+	hint, err := src.writeHint(outDir, id)
 	if err != nil {
 		return nil, false, err
 	}
-	var de *duckdb.Error
-	if errors.As(w.readErr, &de) && de.Type == duckdb.ErrorTypeBinder {
-		sel, ok, err := src.describedSelect(ctx, conn)
-		if err != nil || !ok {
-			return nil, false, err
-		}
-		if w, err = e.writePartitioned(ctx, conn, src.ds, sel, id, outDir); err != nil {
-			return nil, false, err
-		}
+	defer os.Remove(hint)
+	w, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(hint), id, outDir)
+	if err != nil {
+		return nil, false, err
 	}
 	if w.readErr != nil || w.rows == 0 || w.timeNulls || w.extra {
 		return nil, false, ctxErr(ctx)

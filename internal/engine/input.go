@@ -5,10 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -29,62 +31,6 @@ type source struct {
 	header []string
 	// missingTime is set when no JSON object has the time column's key.
 	missingTime bool
-}
-
-// readType is the type the reader produces for a column: the declared type,
-// except for timestamps, which are read as text and parsed by timeExpr.
-// (DuckDB's CSV reader also turns unparsable TIMESTAMPTZ values into NULL
-// instead of failing.)
-func readType(t string) string {
-	if t == catalog.TypeTimestamp || t == catalog.TypeTimestampTZ {
-		return "VARCHAR"
-	}
-	s, _ := sqlType(t)
-	return s
-}
-
-// zoneSuffix matches text ending in a UTC offset or a zone name.
-const zoneSuffix = `([A-Za-z]|[+-][0-9][0-9](:?[0-9][0-9])?)$`
-
-// timeExpr parses the text column q as a value of the time type t. A value
-// with a UTC offset or zone is converted to UTC (also for plain timestamps,
-// whose offset DuckDB would otherwise drop); a value without one is UTC.
-// With try, a bad value gives NULL instead of an error.
-//
-// Text with a '+' past its first character or a '-' after a ':' carries a
-// numeric offset and goes through ICU's TIMESTAMPTZ cast, which applies it.
-// Other text is first read with DuckDB's plain TIMESTAMP cast: it cannot drop
-// an offset there, accepts no zone name but UTC, and costs a fraction of the
-// regular expression and of ICU. Only what it rejects (zone names,
-// infinities, bad values) takes the general path: ICU for text ending in a
-// zone name, the plain cast (failing, or NULL with try) otherwise. Text the
-// plain cast reads never reaches ICU, which in DuckDB 1.5 reads text without
-// a zone in the zone that an earlier row of the same batch named.
-func timeExpr(q, t string, try bool) string {
-	cast := "CAST"
-	if try {
-		cast = "TRY_CAST"
-	}
-	offset := fmt.Sprintf("(strpos(%[1]s, '+') > 1 OR %[1]s LIKE '%%:%%-%%')", q)
-	zone := fmt.Sprintf("(%s OR regexp_matches(%s, '%s'))", offset, q, zoneSuffix)
-	// make_timestamp(epoch_us(x)) and make_timestamptz(epoch_us(x)) give
-	// the UTC wall clock or instant of x without ICU; infinities become NULL.
-	fast := fmt.Sprintf("epoch_us(TRY_CAST(%s AS TIMESTAMP))", q)
-	var general string
-	if t == catalog.TypeTimestampTZ {
-		fast = "make_timestamptz(" + fast + ")"
-		general = fmt.Sprintf("%s(CASE WHEN %s THEN %s ELSE %s || 'Z' END AS TIMESTAMPTZ)", cast, zone, q, q)
-	} else {
-		fast = "make_timestamp(" + fast + ")"
-		general = fmt.Sprintf("CASE WHEN %s THEN make_timestamp(epoch_us(%s(%s AS TIMESTAMPTZ))) ELSE %s(%s AS TIMESTAMP) END",
-			zone, cast, q, cast, q)
-	}
-	return fmt.Sprintf("coalesce(CASE WHEN NOT %s THEN %s END, %s)", offset, fast, general)
-}
-
-// isTime reports whether a column type is a timestamp type.
-func isTime(t string) bool {
-	return t == catalog.TypeTimestamp || t == catalog.TypeTimestampTZ
 }
 
 // inputColumns are the dataset columns the input provides, in input order
@@ -112,7 +58,7 @@ func (s *source) reader(varchar bool, extra string) string {
 		}
 		t := "VARCHAR"
 		if !varchar {
-			t = readType(c.Type)
+			t = readType(c.Type, s.format)
 		}
 		cols.WriteString(quoteString(c.Name) + ": " + quoteString(t))
 	}
@@ -155,11 +101,11 @@ func (s *source) projection() string {
 			parts[i] = fmt.Sprintf("CAST(NULL AS %s) AS %s", t, q)
 			continue
 		}
-		if isTime(c.Type) {
-			parts[i] = timeExpr(q, c.Type, false) + " AS " + q
+		if readType(c.Type, s.format) == t {
+			parts[i] = q
 			continue
 		}
-		parts[i] = q
+		parts[i] = valueExpr(q, c.Type, false) + " AS " + q
 	}
 	return strings.Join(parts, ", ")
 }
@@ -170,6 +116,23 @@ func (s *source) columnNames() string {
 		names[i] = c.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// otherDelimiter returns the name of the delimiter that a header field
+// not naming a column seems separated by (';', tab, '|'), when splitting
+// it by that delimiter gives a column name; "" otherwise.
+func (s *source) otherDelimiter(field string) string {
+	for _, d := range []struct{ sep, name string }{{";", "';'"}, {"\t", "tab"}, {"|", "'|'"}} {
+		if !strings.Contains(field, d.sep) {
+			continue
+		}
+		for _, part := range strings.Split(field, d.sep) {
+			if _, ok := s.ds.Column(strings.TrimSpace(part)); ok {
+				return d.name
+			}
+		}
+	}
+	return ""
 }
 
 // readCSVHeader reads and checks the header line.
@@ -203,7 +166,11 @@ func (s *source) readCSVHeader() error {
 		}
 		seen[h] = true
 		if _, ok := s.ds.Column(h); !ok {
-			return &InputError{Column: h, Message: fmt.Sprintf("CSV header: unknown column (dataset %s has columns %s)", s.ds.Name, s.columnNames())}
+			msg := fmt.Sprintf("CSV header: unknown column (dataset %s has columns %s)", s.ds.Name, s.columnNames())
+			if d := s.otherDelimiter(h); d != "" {
+				msg = fmt.Sprintf("CSV header: unknown column: the header looks %s-separated, but timestore reads comma-separated CSV: separate the fields with commas (dataset %s has columns %s)", d, s.ds.Name, s.columnNames())
+			}
+			return &InputError{Column: h, Message: msg}
 		}
 	}
 	if !seen[s.ds.TimeColumn] {
@@ -245,110 +212,80 @@ const jsonMaxObjectSize = 1 << 20
 // detectedReads counts inputs ingested by ingestDetected (for tests).
 var detectedReads atomic.Int64
 
-// detectedReader is the read_json call of the fast path: keys and types
-// detected from a sample, every other object checked against them.
-func (s *source) detectedReader() string {
+// hintFileColumn is the column of the fast path's read that names each
+// row's file, so that the hint file's row is left out.
+const hintFileColumn = "__timestore_file"
+
+// writeHint writes the fast path's hint file next to the output: one object
+// (an array of one for FormatJSON) that gives every schema column an empty
+// string. Read first, it makes DuckDB detect every schema column, as text
+// or, mixed with other input values, as JSON. It returns the file's path.
+func (s *source) writeHint(outDir string, id uint64) (string, error) {
+	obj := make(map[string]string, len(s.ds.Columns))
+	for _, c := range s.ds.Columns {
+		obj[c.Name] = ""
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return "", fmt.Errorf("prepare ingest: hint: %w", err)
+	}
+	if s.format == FormatJSON {
+		b = append(append([]byte("["), b...), ']')
+	}
+	tag, err := randomTag()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(outDir, fmt.Sprintf(".ingest-hint-%d%s.json", id, tag))
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return "", fmt.Errorf("prepare ingest: hint: %w", err)
+	}
+	return path, nil
+}
+
+// hintedReader is the read_json call of the fast path: the hint file, then
+// the input; keys and types detected from a sample of both, every other
+// object checked against them; each row's file in hintFileColumn.
+func (s *source) hintedReader(hint string) string {
 	format := "newline_delimited"
 	if s.format == FormatJSON {
 		format = "array"
 	}
-	return fmt.Sprintf("read_json(%s, format = '%s', records = 'true', maximum_object_size = %d%s)",
-		quoteString(s.path), format, jsonMaxObjectSize, noDateDetection)
-}
-
-// numericFromJSON lists, per numeric column type, the types DuckDB detects
-// for JSON integers, which the fast path casts to the column's type.
-var numericFromJSON = map[string][]string{
-	catalog.TypeBigint:  {"BIGINT", "UBIGINT", "HUGEINT"},
-	catalog.TypeInteger: {"BIGINT", "UBIGINT", "HUGEINT"},
-	catalog.TypeDouble:  {"BIGINT", "UBIGINT", "HUGEINT"},
+	return fmt.Sprintf("read_json([%s, %s], format = '%s', records = 'true', maximum_object_size = %d, filename = %s%s)",
+		quoteString(hint), quoteString(s.path), format, jsonMaxObjectSize, quoteString(hintFileColumn), noDateDetection)
 }
 
 // guardedSelect reads the input with a single detection: it selects every
-// detected column (SELECT *), replacing each schema column by an expression
-// that is its value converted to the declared type when the detected key and
-// type are acceptable, and an error otherwise. DuckDB folds typeof() when it
-// plans the query, so a wrong type fails on the first batch; alias() gives
-// the detected key's spelling, which must match the column's exactly
-// (identifiers are case-insensitive in SQL, keys are not). A key outside the
-// schema is an extra column, which writePartitioned reports. The query does
-// not bind when the sample lacks a schema column.
-func (s *source) guardedSelect() string {
+// detected column (SELECT *) of the input's rows, replacing each schema
+// column by an expression that is its value converted to the declared type
+// (valueExpr) when the detected key and type are acceptable, and an error
+// otherwise. DuckDB folds typeof() when it plans the query, so a wrong type
+// fails on the first batch; alias() gives the detected key's spelling, which
+// must match the column's exactly (identifiers are case-insensitive in SQL,
+// keys are not). A key outside the schema is an extra column, which
+// writePartitioned reports.
+//
+// Text columns must be detected as text: JSON numbers there take the exact
+// path. Other columns may be JSON too; their JSON text converts like the
+// exact path's text, and a JSON string fails here and takes the exact path.
+func (s *source) guardedSelect(hint string) string {
 	replace := make([]string, len(s.ds.Columns))
 	for i, c := range s.ds.Columns {
-		t, _ := sqlType(c.Type)
 		q := quoteIdent(c.Name)
-		accept := []string{t}
+		accept := "'VARCHAR'"
 		conv := q
-		switch {
-		case isTime(c.Type):
-			accept = []string{"VARCHAR"}
-			// The cast, a no-op for VARCHAR, lets the expression bind for
-			// any detected type; typeof() decides.
-			conv = timeExpr("CAST("+q+" AS VARCHAR)", c.Type, false)
-		case numericFromJSON[c.Type] != nil:
-			// JSON integers; an overflow fails the read.
-			accept = append(accept, numericFromJSON[c.Type]...)
-			conv = fmt.Sprintf("CAST(%s AS %s)", q, t)
-		}
-		quoted := make([]string, len(accept))
-		for j, a := range accept {
-			quoted[j] = quoteString(a)
+		if c.Type != catalog.TypeVarchar {
+			conv = valueExpr("CAST("+q+" AS VARCHAR)", c.Type, false)
+			if !isTime(c.Type) {
+				accept = "'VARCHAR', 'JSON'"
+			}
 		}
 		replace[i] = fmt.Sprintf("CASE WHEN typeof(%[1]s) IN (%[2]s) AND alias(%[1]s) = %[3]s THEN %[4]s ELSE error('timestore: detected key or type does not fit') END AS %[1]s",
-			q, strings.Join(quoted, ", "), quoteString(c.Name), conv)
+			q, accept, quoteString(c.Name), conv)
 	}
-	return fmt.Sprintf("SELECT * REPLACE (%s) FROM %s", strings.Join(replace, ", "), s.detectedReader())
-}
-
-// describedSelect detects the input's keys and types with DESCRIBE and, when
-// they are all schema columns, including the time column, with types that
-// convert to the declared ones, returns the query reading the schema's
-// columns with them (absent ones NULL). ok is false otherwise.
-func (s *source) describedSelect(ctx context.Context, conn *sql.Conn) (string, bool, error) {
-	reader := s.detectedReader()
-	rows, err := conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "+reader+")")
-	if err != nil {
-		return "", false, ctxErr(ctx)
-	}
-	detected := map[string]string{}
-	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			rows.Close()
-			return "", false, fmt.Errorf("prepare ingest: %w", err)
-		}
-		detected[name] = typ
-	}
-	rows.Close()
-	if rows.Err() != nil || detected[s.ds.TimeColumn] == "" {
-		return "", false, ctxErr(ctx)
-	}
-	for name := range detected {
-		if _, ok := s.ds.Column(name); !ok {
-			return "", false, nil
-		}
-	}
-	parts := make([]string, len(s.ds.Columns))
-	for i, c := range s.ds.Columns {
-		t, _ := sqlType(c.Type)
-		q := quoteIdent(c.Name)
-		got, ok := detected[c.Name]
-		switch {
-		case !ok:
-			parts[i] = fmt.Sprintf("CAST(NULL AS %s) AS %s", t, q)
-		case got == t:
-			parts[i] = q
-		case isTime(c.Type) && got == "VARCHAR":
-			parts[i] = timeExpr(q, c.Type, false) + " AS " + q
-		case slices.Contains(numericFromJSON[c.Type], got):
-			// JSON integers; an overflow fails the read and takes the exact path.
-			parts[i] = fmt.Sprintf("CAST(%s AS %s) AS %s", q, t, q)
-		default:
-			return "", false, nil
-		}
-	}
-	return fmt.Sprintf("SELECT %s FROM %s", strings.Join(parts, ", "), reader), true, nil
+	file := quoteIdent(hintFileColumn)
+	return fmt.Sprintf("SELECT * EXCLUDE (%s) REPLACE (%s) FROM %s WHERE %s <> %s",
+		file, strings.Join(replace, ", "), s.hintedReader(hint), file, quoteString(hint))
 }
 
 // scanJSONKeys checks that every key of every object is a column.
