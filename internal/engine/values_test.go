@@ -188,6 +188,7 @@ func TestIngestJSONLiterals(t *testing.T) {
 		{catalog.TypeDouble, "1.5", 1.5},
 		{catalog.TypeDouble, "1e3", 1000.0},
 		{catalog.TypeDouble, "-0.0", math.Copysign(0, -1)},
+		{catalog.TypeDouble, "-0", 0.0}, // a JSON integer: no sign
 		{catalog.TypeDouble, "true", refused},
 		{catalog.TypeBoolean, "true", true},
 		{catalog.TypeBoolean, "0", false},
