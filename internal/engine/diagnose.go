@@ -13,6 +13,28 @@ import (
 	"timestore/internal/catalog"
 )
 
+// explain turns the rows the exact read could not ingest into the user's
+// error: why the read failed, no rows, a missing time column or value.
+// Columns outside the schema cannot come from the exact read: that is an
+// internal error.
+func (s *source) explain(ctx context.Context, conn *sql.Conn, rejected *rejectedRead) error {
+	switch rejected.reason {
+	case readFailed:
+		if ctx.Err() != nil {
+			return fmt.Errorf("prepare ingest: %w", ctx.Err())
+		}
+		return s.diagnose(ctx, conn, rejected.cause)
+	case noRows:
+		return &InputError{Message: "no rows"}
+	case timeNulls:
+		if s.missingTime {
+			return &InputError{Column: s.ds.TimeColumn, Message: "missing time column: no object has the key"}
+		}
+		return s.diagnose(ctx, conn, nil)
+	}
+	return errors.New("prepare ingest: the typed read returned columns outside the schema")
+}
+
 // readError turns a failed read of the input into an *InputError when DuckDB
 // rejected the input itself, or an internal error otherwise.
 func (s *source) readError(ctx context.Context, err error) error {

@@ -110,25 +110,12 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 			return nil, err
 		}
 	}
-	w, err := e.writePartitioned(ctx, conn, ds, "SELECT "+src.projection()+" FROM "+src.reader(false, ""), id, outDir)
-	switch {
-	case err != nil:
-		return nil, err
-	case w.readErr != nil:
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("prepare ingest: %w", ctx.Err())
-		}
-		return nil, src.diagnose(ctx, conn, w.readErr)
-	case w.rows == 0:
-		return nil, &InputError{Message: "no rows"}
-	case src.missingTime:
-		return nil, &InputError{Column: ds.TimeColumn, Message: "missing time column: no object has the key"}
-	case w.timeNulls:
-		return nil, src.diagnose(ctx, conn, nil)
-	case w.extra:
-		return nil, errors.New("prepare ingest: the typed read returned columns outside the schema")
+	files, err := e.writePartitioned(ctx, conn, ds, "SELECT "+src.projection()+" FROM "+src.reader(false, ""), id, outDir)
+	var rejected *rejectedRead
+	if errors.As(err, &rejected) {
+		return nil, src.explain(ctx, conn, rejected)
 	}
-	return w.files, nil
+	return files, err
 }
 
 // ingestDetected is the fast path for JSON: one read that both parses the
@@ -155,15 +142,15 @@ func (e *Engine) ingestDetected(ctx context.Context, conn *sql.Conn, src *source
 		return nil, false, err
 	}
 	defer os.Remove(hint)
-	w, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(hint), id, outDir)
+	files, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(hint), id, outDir)
+	if errors.As(err, new(*rejectedRead)) {
+		return nil, false, ctxErr(ctx)
+	}
 	if err != nil {
 		return nil, false, err
 	}
-	if w.readErr != nil || w.rows == 0 || w.timeNulls || w.extra {
-		return nil, false, ctxErr(ctx)
-	}
 	detectedReads.Add(1)
-	return w.files, true, nil
+	return files, true, nil
 }
 
 // ctxErr wraps the context's error, if any.

@@ -31,20 +31,43 @@ const parquetOptions = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 // and leaves an extra column.
 const partitionColumn = "__timestore_window"
 
-// partitioned is what writePartitioned read and wrote. Files are returned
-// only when the read succeeded, every row has a time value and the rows
-// have exactly the schema's columns.
-type partitioned struct {
-	files []WindowFile
-	// rows is the number of rows read.
-	rows int64
-	// readErr is set when the COPY failed: the input, typically.
-	readErr error
-	// timeNulls is set when some row has no time value.
-	timeNulls bool
-	// extra is set when the rows have columns outside the schema.
-	extra bool
+// rejectReason says why writePartitioned wrote no files although nothing
+// failed in the machinery.
+type rejectReason int
+
+const (
+	// readFailed: the COPY failed, the input typically.
+	readFailed rejectReason = iota
+	// noRows: the input has no rows.
+	noRows
+	// timeNulls: some row has no time value.
+	timeNulls
+	// extraColumns: the rows have columns outside the schema.
+	extraColumns
+)
+
+// rejectedRead is writePartitioned's error for rows it cannot ingest as
+// read; the caller explains it to the user (source.explain) or tries
+// another read. No file is left.
+type rejectedRead struct {
+	reason rejectReason
+	// cause is the COPY's error, for readFailed.
+	cause error
 }
+
+func (r *rejectedRead) Error() string {
+	switch r.reason {
+	case readFailed:
+		return fmt.Sprintf("prepare ingest: read input: %v", r.cause)
+	case noRows:
+		return "prepare ingest: no rows"
+	case timeNulls:
+		return "prepare ingest: rows without a time value"
+	}
+	return "prepare ingest: columns outside the schema"
+}
+
+func (r *rejectedRead) Unwrap() error { return r.cause }
 
 // Counters of writePartitioned, for tests.
 var (
@@ -52,6 +75,29 @@ var (
 	partitionedMerges   atomic.Int64 // windows written into several files, rewritten as one
 	partitionedScans    atomic.Int64 // files whose statistics were computed by a scan
 )
+
+// writtenFile is one file written by the partitioned COPY.
+type writtenFile struct {
+	path string
+	// window is the file's partition key, as DuckDB reported it.
+	window string
+	rows   int64
+	// columns are the writer's statistics per column (parseWriterStats).
+	columns map[string]map[string]string
+	// exact is set when the footer says every min and max is exact.
+	exact bool
+	// unsorted is set when the rows are out of time order.
+	unsorted bool
+}
+
+// windowFiles are the files of one window.
+type windowFiles struct {
+	files []*writtenFile
+	// path is the window's one sorted file once known.
+	path string
+	// scan: the statistics are computed from the file.
+	scan bool
+}
 
 // writePartitioned writes the rows of the query sel (the schema's columns
 // converted to their declared types, possibly followed by other columns)
@@ -74,169 +120,217 @@ var (
 // renders them, except where the writer's are not exact (NaN, the sign of
 // zero, long strings: see writerStatsSQL and the footer's exactness flags)
 // or the file was merged; those files are scanned, all in one query.
-func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, sel string, id uint64, outDir string) (p partitioned, err error) {
+//
+// It runs in phases, each a function below: the COPY (copyPartitioned), the
+// checks of what it read (checkWritten), the files grouped by window
+// (groupByWindow), the footers' exactness (markExact), the order check
+// (markUnsorted), the rewrites (rewriteWindows), the statistics
+// (windowStats) and the move into outDir (placeFiles). Rows it cannot
+// ingest as read are a *rejectedRead.
+func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, sel string, id uint64, outDir string) ([]WindowFile, error) {
 	tag, err := randomTag()
 	if err != nil {
-		return p, err
+		return nil, err
 	}
 	tmp := filepath.Join(outDir, fmt.Sprintf(".ingest-%d%s", id, tag))
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return p, fmt.Errorf("prepare ingest: %w", err)
+		return nil, fmt.Errorf("prepare ingest: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
-	names := make([]string, len(ds.Columns))
-	for i, c := range ds.Columns {
-		names[i] = quoteIdent(c.Name)
+	written, err := copyPartitioned(ctx, conn, ds, sel, tmp)
+	if err != nil {
+		return nil, err
 	}
-	cols := strings.Join(names, ", ")
-	copySQL := fmt.Sprintf("COPY (SELECT %s, * EXCLUDE (%s), %s AS %s FROM (%s)) TO %s (%s, PARTITION_BY (%s), RETURN_STATS true)",
-		cols, cols, windowExpr(ds), partitionColumn, sel, quoteString(tmp), parquetOptions, partitionColumn)
+	rows, err := checkWritten(ds, written)
+	if err != nil {
+		return nil, err
+	}
+	windows := groupByWindow(written)
+	fileList := quotedList(written)
+	if err := markExact(ctx, conn, written, fileList); err != nil {
+		return nil, err
+	}
+	if err := markUnsorted(ctx, conn, ds, written, fileList); err != nil {
+		return nil, err
+	}
+	if err := e.rewriteWindows(ctx, ds, windows, tmp); err != nil {
+		return nil, err
+	}
+	stats, keys, err := windowStats(ctx, conn, ds, windows)
+	if err != nil {
+		return nil, err
+	}
+	return placeFiles(ds, windows, stats, keys, rows, outDir, fmt.Sprintf("%d%s", id, tag))
+}
 
-	// One written file.
-	type part struct {
-		path    string
-		rows    int64
-		columns map[string]map[string]string
-		exact   bool
+// queryEach runs query on conn and calls scan for each result row. It
+// returns the first error of the query, of scan or of the iteration.
+func queryEach(ctx context.Context, conn *sql.Conn, query string, scan func(*sql.Rows) error) error {
+	rows, err := conn.QueryContext(ctx, query)
+	if err != nil {
+		return err
 	}
-	var parts []*part
-	var windowKeys []string // partition key of each part
-	rows, err := conn.QueryContext(ctx, copySQL)
-	if err == nil {
-		for rows.Next() {
-			var name string
-			var count, size, footer uint64
-			var stats, keys duckdb.OrderedMap
-			if err = rows.Scan(&name, &count, &size, &footer, &stats, &keys); err != nil {
-				break
-			}
-			parts = append(parts, &part{path: name, rows: int64(count), columns: parseWriterStats(stats), exact: true})
-			windowKeys = append(windowKeys, fmt.Sprint(keys.Values()))
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
 		}
-		if err == nil {
-			err = rows.Err()
-		}
-		rows.Close()
 	}
+	return rows.Err()
+}
+
+// copyPartitioned runs the partitioned COPY of sel into dir and returns the
+// files it wrote, in the order DuckDB reported them. A failed COPY is a
+// *rejectedRead (readFailed) unless ctx ended.
+func copyPartitioned(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, sel, dir string) ([]*writtenFile, error) {
+	cols := columnList(ds)
+	copySQL := fmt.Sprintf("COPY (SELECT %s, * EXCLUDE (%s), %s AS %s FROM (%s)) TO %s (%s, PARTITION_BY (%s), RETURN_STATS true)",
+		cols, cols, windowExpr(ds), partitionColumn, sel, quoteString(dir), parquetOptions, partitionColumn)
+	var written []*writtenFile
+	err := queryEach(ctx, conn, copySQL, func(rows *sql.Rows) error {
+		var name string
+		var count, size, footer uint64
+		var stats, keys duckdb.OrderedMap
+		if err := rows.Scan(&name, &count, &size, &footer, &stats, &keys); err != nil {
+			return err
+		}
+		written = append(written, &writtenFile{path: name, window: fmt.Sprint(keys.Values()), rows: int64(count), columns: parseWriterStats(stats), exact: true})
+		return nil
+	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return p, fmt.Errorf("prepare ingest: %w", ctx.Err())
+			return nil, fmt.Errorf("prepare ingest: %w", ctx.Err())
 		}
-		p.readErr = err
-		return p, nil
+		return nil, &rejectedRead{reason: readFailed, cause: err}
 	}
-	for _, pt := range parts {
-		p.rows += pt.rows
-		if len(pt.columns) != len(ds.Columns) {
-			p.extra = true
+	return written, nil
+}
+
+// checkWritten returns the number of rows written, or a *rejectedRead when
+// there are none, some have no time value or the files have columns
+// outside the schema (in that order of precedence).
+func checkWritten(ds catalog.Dataset, written []*writtenFile) (int64, error) {
+	var rows int64
+	var nulls, extra bool
+	for _, f := range written {
+		rows += f.rows
+		if len(f.columns) != len(ds.Columns) {
+			extra = true
 		}
-		st, ok := pt.columns[ds.TimeColumn]
+		st, ok := f.columns[ds.TimeColumn]
 		if !ok {
-			p.extra = true
+			extra = true
 			continue
 		}
 		if st["null_count"] != "0" {
-			p.timeNulls = true
+			nulls = true
 		}
 	}
-	if p.rows == 0 || p.extra || p.timeNulls {
-		return p, nil
+	switch {
+	case rows == 0:
+		return 0, &rejectedRead{reason: noRows}
+	case nulls:
+		return 0, &rejectedRead{reason: timeNulls}
+	case extra:
+		return 0, &rejectedRead{reason: extraColumns}
 	}
+	return rows, nil
+}
 
-	// Group the files by window, in the order DuckDB reported them.
-	type window struct {
-		parts []*part
-		// path is the window's one sorted file once known.
-		path string
-		// scan: the statistics are computed from the file.
-		scan bool
-	}
-	var windows []*window
-	byKey := map[string]*window{}
-	quoted := make([]string, len(parts))
-	for i, pt := range parts {
-		quoted[i] = quoteString(pt.path)
-		w := byKey[windowKeys[i]]
+// groupByWindow groups the files by window, in the order DuckDB reported
+// them.
+func groupByWindow(written []*writtenFile) []*windowFiles {
+	var windows []*windowFiles
+	byKey := map[string]*windowFiles{}
+	for _, f := range written {
+		w := byKey[f.window]
 		if w == nil {
-			w = &window{}
-			byKey[windowKeys[i]] = w
+			w = &windowFiles{}
+			byKey[f.window] = w
 			windows = append(windows, w)
 		}
-		w.parts = append(w.parts, pt)
+		w.files = append(w.files, f)
 	}
-	fileList := "[" + strings.Join(quoted, ", ") + "]"
+	return windows
+}
 
-	// The footers: whether the writer's statistics are exact (it truncates
-	// long strings, and says so only there).
-	footers, err := conn.QueryContext(ctx, fmt.Sprintf(`
-		SELECT file_name, bool_and(coalesce(min_is_exact, true) AND coalesce(max_is_exact, true))
-		FROM parquet_metadata(%s) GROUP BY file_name`, fileList))
-	if err != nil {
-		return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+// quotedList is the SQL list of the files' paths.
+func quotedList(written []*writtenFile) string {
+	quoted := make([]string, len(written))
+	for i, f := range written {
+		quoted[i] = quoteString(f.path)
 	}
+	return "[" + strings.Join(quoted, ", ") + "]"
+}
+
+// markExact reads the footers: whether the writer's statistics are exact
+// (it truncates long strings, and says so only there).
+func markExact(ctx context.Context, conn *sql.Conn, written []*writtenFile, fileList string) error {
 	exact := map[string]bool{}
-	for footers.Next() {
+	err := queryEach(ctx, conn, fmt.Sprintf(`
+		SELECT file_name, bool_and(coalesce(min_is_exact, true) AND coalesce(max_is_exact, true))
+		FROM parquet_metadata(%s) GROUP BY file_name`, fileList), func(rows *sql.Rows) error {
 		var name string
 		var ok bool
-		if err := footers.Scan(&name, &ok); err != nil {
-			footers.Close()
-			return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+		if err := rows.Scan(&name, &ok); err != nil {
+			return err
 		}
 		exact[name] = ok
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prepare ingest: read footers: %w", err)
 	}
-	if err := footers.Err(); err != nil {
-		footers.Close()
-		return p, fmt.Errorf("prepare ingest: read footers: %w", err)
+	for _, f := range written {
+		f.exact = exact[f.path]
 	}
-	footers.Close()
-	for _, pt := range parts {
-		pt.exact = exact[pt.path]
-	}
+	return nil
+}
 
-	// Files out of time order: compare each row's time with the previous
-	// row's of the same file, in file order (a streaming window).
-	tc := quoteIdent(ds.TimeColumn)
-	unsortedRows, err := conn.QueryContext(ctx, fmt.Sprintf(`
+// markUnsorted finds the files out of time order: it compares each row's
+// time with the previous row's of the same file, in file order (a
+// streaming window).
+func markUnsorted(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, written []*writtenFile, fileList string) error {
+	err := queryEach(ctx, conn, fmt.Sprintf(`
 		SELECT DISTINCT CAST(file_index AS BIGINT) FROM (
 			SELECT file_index, %[1]s AS t, lag(%[1]s) OVER () AS prev, lag(file_index) OVER () AS prev_file
 			FROM read_parquet(%[2]s))
-		WHERE file_index = prev_file AND t < prev`, tc, fileList))
-	if err != nil {
-		return p, fmt.Errorf("prepare ingest: check order: %w", err)
-	}
-	unsorted := map[*part]bool{}
-	for unsortedRows.Next() {
+		WHERE file_index = prev_file AND t < prev`, quoteIdent(ds.TimeColumn), fileList), func(rows *sql.Rows) error {
 		var i int64
-		if err := unsortedRows.Scan(&i); err != nil {
-			unsortedRows.Close()
-			return p, fmt.Errorf("prepare ingest: check order: %w", err)
+		if err := rows.Scan(&i); err != nil {
+			return err
 		}
-		if i < 0 || i >= int64(len(parts)) {
-			unsortedRows.Close()
-			return p, fmt.Errorf("prepare ingest: check order: file index %d of %d files", i, len(parts))
+		if i < 0 || i >= int64(len(written)) {
+			return fmt.Errorf("file index %d of %d files", i, len(written))
 		}
-		unsorted[parts[i]] = true
+		written[i].unsorted = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("prepare ingest: check order: %w", err)
 	}
-	if err := unsortedRows.Err(); err != nil {
-		unsortedRows.Close()
-		return p, fmt.Errorf("prepare ingest: check order: %w", err)
-	}
-	unsortedRows.Close()
+	return nil
+}
 
-	// Rewrite the windows out of order or in several files, in parallel.
+// rewriteWindows rewrites, in parallel, the windows out of order or in
+// several files into one sorted file in dir each; every other window keeps
+// its file.
+func (e *Engine) rewriteWindows(ctx context.Context, ds catalog.Dataset, windows []*windowFiles, dir string) error {
+	cols := columnList(ds)
+	tc := quoteIdent(ds.TimeColumn)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(e.threads)
 	for i, w := range windows {
-		if len(w.parts) == 1 && !unsorted[w.parts[0]] {
-			w.path = w.parts[0].path
+		if len(w.files) == 1 && !w.files[0].unsorted {
+			w.path = w.files[0].path
 			continue
 		}
-		w.path = filepath.Join(tmp, fmt.Sprintf("sorted-%d.parquet", i))
-		w.scan = len(w.parts) > 1
-		in := make([]string, len(w.parts))
-		for j, pt := range w.parts {
-			in[j] = quoteString(pt.path)
+		w.path = filepath.Join(dir, fmt.Sprintf("sorted-%d.parquet", i))
+		w.scan = len(w.files) > 1
+		in := make([]string, len(w.files))
+		for j, f := range w.files {
+			in[j] = quoteString(f.path)
 		}
 		if w.scan {
 			partitionedMerges.Add(1)
@@ -251,17 +345,17 @@ func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalo
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return p, err
-	}
+	return g.Wait()
+}
 
-	// The statistics of every window, keyed by its index: the writer's,
-	// rendered in a VALUES list, and scans of the other files, grouped by
-	// file.
+// windowStats returns the statistics of every window with, for each, the
+// window's index: the writer's, rendered in a VALUES list, and scans of the
+// other files, grouped by file.
+func windowStats(ctx context.Context, conn *sql.Conn, ds catalog.Dataset, windows []*windowFiles) ([]catalog.PartitionFile, []int64, error) {
 	var values, scanned, scanKeys []string
 	for i, w := range windows {
-		if !w.scan && w.parts[0].exact {
-			if s, ok := writerStatsSQL(ds, w.parts[0].rows, w.parts[0].columns); ok {
+		if !w.scan && w.files[0].exact {
+			if s, ok := writerStatsSQL(ds, w.files[0].rows, w.files[0].columns); ok {
 				values = append(values, fmt.Sprintf("(CAST(%d AS BIGINT), %s)", i, s))
 				continue
 			}
@@ -283,19 +377,25 @@ func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalo
 	for _, q := range queries {
 		statRows, err := conn.QueryContext(ctx, q)
 		if err != nil {
-			return p, fmt.Errorf("prepare ingest: statistics: %w", err)
+			return nil, nil, fmt.Errorf("prepare ingest: statistics: %w", err)
 		}
 		some, err := scanStats(statRows, ds, &keys)
 		if err != nil {
-			return p, fmt.Errorf("prepare ingest: %w", err)
+			return nil, nil, fmt.Errorf("prepare ingest: %w", err)
 		}
 		stats = append(stats, some...)
 	}
 	if len(stats) != len(windows) {
-		return p, fmt.Errorf("prepare ingest: statistics of %d files for %d windows", len(stats), len(windows))
+		return nil, nil, fmt.Errorf("prepare ingest: statistics of %d files for %d windows", len(stats), len(windows))
 	}
+	return stats, keys, nil
+}
 
-	// Move the files into outDir under their final names.
+// placeFiles moves each window's file into outDir under its final name
+// (dataset, window start, suffix) and returns them ordered by window, after
+// checking that each holds the rows of its own window only and that
+// together they hold every row written. On error no file is left in outDir.
+func placeFiles(ds catalog.Dataset, windows []*windowFiles, stats []catalog.PartitionFile, keys []int64, rows int64, outDir, suffix string) (_ []WindowFile, err error) {
 	files := make([]WindowFile, 0, len(windows))
 	defer func() {
 		if err != nil {
@@ -308,32 +408,29 @@ func (e *Engine) writePartitioned(ctx context.Context, conn *sql.Conn, ds catalo
 	seen := map[time.Time]bool{}
 	for i, pf := range stats {
 		if keys[i] < 0 || keys[i] >= int64(len(windows)) {
-			return p, fmt.Errorf("prepare ingest: statistics of unknown window %d", keys[i])
+			return nil, fmt.Errorf("prepare ingest: statistics of unknown window %d", keys[i])
 		}
 		w := windows[keys[i]]
 		ws := pf.WindowStart
 		if pf.RowCount == 0 || seen[ws] || catalog.WindowStart(ds.Partition, pf.TimeMax) != ws {
-			return p, fmt.Errorf("prepare ingest: the file of window %s has rows of other windows or none", ws.Format(time.RFC3339))
+			return nil, fmt.Errorf("prepare ingest: the file of window %s has rows of other windows or none", ws.Format(time.RFC3339))
 		}
 		seen[ws] = true
 		total += pf.RowCount
-		name := fmt.Sprintf("%s-%s-%d%s.parquet", ds.Name, ws.Format("20060102T150405Z"), id, tag)
-		path := filepath.Join(outDir, name)
-		if err = os.Rename(w.path, path); err != nil {
-			return p, fmt.Errorf("prepare ingest: %w", err)
+		path := filepath.Join(outDir, fmt.Sprintf("%s-%s-%s.parquet", ds.Name, ws.Format("20060102T150405Z"), suffix))
+		if err := os.Rename(w.path, path); err != nil {
+			return nil, fmt.Errorf("prepare ingest: %w", err)
 		}
 		files = append(files, WindowFile{Path: path, PartitionFile: pf})
 		fi, err := os.Stat(path)
 		if err != nil {
-			return p, fmt.Errorf("prepare ingest: %w", err)
+			return nil, fmt.Errorf("prepare ingest: %w", err)
 		}
 		files[len(files)-1].SizeBytes = fi.Size()
 	}
-	if total != p.rows {
-		err = fmt.Errorf("prepare ingest: the files hold %d rows, the writer wrote %d", total, p.rows)
-		return p, err
+	if total != rows {
+		return nil, fmt.Errorf("prepare ingest: the files hold %d rows, the writer wrote %d", total, rows)
 	}
 	slices.SortFunc(files, func(a, b WindowFile) int { return a.WindowStart.Compare(b.WindowStart) })
-	p.files = files
-	return p, nil
+	return files, nil
 }
