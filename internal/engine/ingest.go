@@ -127,22 +127,23 @@ func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format F
 //
 // The types DuckDB detects come from a sample, and its JSON reader converts
 // later values to them loosely (1.5 to the integer 2, true to the double 1,
-// 1.5 to the boolean true). So the read starts with a hint file (see
-// source.hintedReader) whose one object gives every schema column a string:
-// each column is then detected as text, or as JSON where the input has
-// other values, and valueExpr converts it exactly as the exact path does.
+// 1.5 to the boolean true). So the read is of a copy of the input with a
+// hint object first (source.writeHinted) that gives every schema column a
+// string: each column is then detected as text, or as JSON where the input
+// has other values, and valueExpr converts it exactly as the exact path
+// does.
 //
 // It applies when the sample shows only schema columns and every row has a
 // time value. It reports false, and leaves no file, when it does not apply
 // or the read fails for any reason; the caller then takes the exact path,
 // which also explains errors.
 func (e *Engine) ingestDetected(ctx context.Context, conn *sql.Conn, src *source, id uint64, outDir string) ([]WindowFile, bool, error) {
-	hint, err := src.writeHint(outDir, id)
-	if err != nil {
+	hinted, marker, ok, err := src.writeHinted(outDir, id)
+	if err != nil || !ok {
 		return nil, false, err
 	}
-	defer os.Remove(hint)
-	files, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(hint), id, outDir)
+	defer os.Remove(hinted)
+	files, err := e.writePartitioned(ctx, conn, src.ds, src.guardedSelect(hinted, marker), id, outDir)
 	if errors.As(err, new(*rejectedRead)) {
 		return nil, false, ctxErr(ctx)
 	}

@@ -3,8 +3,10 @@ package engine
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unicode"
 
 	"timestore/internal/catalog"
 )
@@ -212,63 +215,91 @@ const jsonMaxObjectSize = 1 << 20
 // detectedReads counts inputs ingested by ingestDetected (for tests).
 var detectedReads atomic.Int64
 
-// hintFileColumn is the column of the fast path's read that names each
-// row's file, so that the hint file's row is left out.
-const hintFileColumn = "__timestore_file"
-
-// writeHint writes the fast path's hint file next to the output: one object
-// (an array of one for FormatJSON) that gives every schema column an empty
+// writeHinted writes the fast path's input next to the output: the input
+// with one hint object first (inside the array for FormatJSON) that gives
+// the time column a random marker and every other schema column an empty
 // string. Read first, it makes DuckDB detect every schema column, as text
-// or, mixed with other input values, as JSON. It returns the file's path.
-func (s *source) writeHint(outDir string, id uint64) (string, error) {
+// or, mixed with other input values, as JSON; guardedSelect leaves its row
+// out by the marker. (A list of two files, the hint and the input, reads the
+// same but took about twice as long in the benchmark: DuckDB's multi-file
+// JSON scan, not the copy, is the cost.) ok is false when a JSON input does
+// not start with '[': the exact path reports it.
+func (s *source) writeHinted(outDir string, id uint64) (path, marker string, ok bool, err error) {
+	tag, err := randomTag()
+	if err != nil {
+		return "", "", false, err
+	}
+	var rnd [16]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", "", false, fmt.Errorf("prepare ingest: hint marker: %w", err)
+	}
+	marker = "timestore-hint-" + hex.EncodeToString(rnd[:])
 	obj := make(map[string]string, len(s.ds.Columns))
 	for _, c := range s.ds.Columns {
 		obj[c.Name] = ""
 	}
-	b, err := json.Marshal(obj)
+	obj[s.ds.TimeColumn] = marker
+	hint, err := json.Marshal(obj)
 	if err != nil {
-		return "", fmt.Errorf("prepare ingest: hint: %w", err)
+		return "", "", false, fmt.Errorf("prepare ingest: hint: %w", err)
 	}
+	in, err := os.Open(s.path)
+	if err != nil {
+		return "", "", false, fmt.Errorf("prepare ingest: %w", err)
+	}
+	defer in.Close()
+	r := bufio.NewReaderSize(in, 64<<10)
 	if s.format == FormatJSON {
-		b = append(append([]byte("["), b...), ']')
+		// Skip a byte order mark and white space up to the '['.
+		for {
+			c, _, err := r.ReadRune()
+			if err != nil {
+				return "", "", false, nil
+			}
+			if c == '[' {
+				break
+			}
+			if c != '\uFEFF' && !unicode.IsSpace(c) {
+				return "", "", false, nil
+			}
+		}
+		hint = append(append([]byte("["), hint...), ',')
+	} else {
+		hint = append(hint, '\n')
 	}
-	tag, err := randomTag()
+	path = filepath.Join(outDir, fmt.Sprintf(".ingest-hinted-%d%s.json", id, tag))
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", err
+		return "", "", false, fmt.Errorf("prepare ingest: %w", err)
 	}
-	path := filepath.Join(outDir, fmt.Sprintf(".ingest-hint-%d%s.json", id, tag))
-	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
-		return "", fmt.Errorf("prepare ingest: hint: %w", err)
+	_, err = out.Write(hint)
+	if err == nil {
+		_, err = io.Copy(out, r)
 	}
-	return path, nil
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return "", "", false, fmt.Errorf("prepare ingest: write hinted input: %w", err)
+	}
+	return path, marker, true, nil
 }
 
-// hintedReader is the read_json call of the fast path: the hint file, then
-// the input; keys and types detected from a sample of both, every other
-// object checked against them; each row's file in hintFileColumn.
-func (s *source) hintedReader(hint string) string {
-	format := "newline_delimited"
-	if s.format == FormatJSON {
-		format = "array"
-	}
-	return fmt.Sprintf("read_json([%s, %s], format = '%s', records = 'true', maximum_object_size = %d, filename = %s%s)",
-		quoteString(hint), quoteString(s.path), format, jsonMaxObjectSize, quoteString(hintFileColumn), noDateDetection)
-}
-
-// guardedSelect reads the input with a single detection: it selects every
-// detected column (SELECT *) of the input's rows, replacing each schema
-// column by an expression that is its value converted to the declared type
-// (valueExpr) when the detected key and type are acceptable, and an error
-// otherwise. DuckDB folds typeof() when it plans the query, so a wrong type
-// fails on the first batch; alias() gives the detected key's spelling, which
-// must match the column's exactly (identifiers are case-insensitive in SQL,
-// keys are not). A key outside the schema is an extra column, which
-// writePartitioned reports.
+// guardedSelect reads the hinted input (writeHinted) with a single
+// detection: it selects every detected column (SELECT *) of every row but
+// the hint's, replacing each schema column by an expression that is its
+// value converted to the declared type (valueExpr) when the detected key and
+// type are acceptable, and an error otherwise. DuckDB folds typeof() when it
+// plans the query, so a wrong type fails on the first batch; alias() gives
+// the detected key's spelling, which must match the column's exactly
+// (identifiers are case-insensitive in SQL, keys are not). A key outside the
+// schema is an extra column, which writePartitioned reports.
 //
 // Text columns must be detected as text: JSON numbers there take the exact
 // path. Other columns may be JSON too; their JSON text converts like the
 // exact path's text, and a JSON string fails here and takes the exact path.
-func (s *source) guardedSelect(hint string) string {
+func (s *source) guardedSelect(hinted, marker string) string {
 	replace := make([]string, len(s.ds.Columns))
 	for i, c := range s.ds.Columns {
 		q := quoteIdent(c.Name)
@@ -283,9 +314,14 @@ func (s *source) guardedSelect(hint string) string {
 		replace[i] = fmt.Sprintf("CASE WHEN typeof(%[1]s) IN (%[2]s) AND alias(%[1]s) = %[3]s THEN %[4]s ELSE error('timestore: detected key or type does not fit') END AS %[1]s",
 			q, accept, quoteString(c.Name), conv)
 	}
-	file := quoteIdent(hintFileColumn)
-	return fmt.Sprintf("SELECT * EXCLUDE (%s) REPLACE (%s) FROM %s WHERE %s <> %s",
-		file, strings.Join(replace, ", "), s.hintedReader(hint), file, quoteString(hint))
+	format := "newline_delimited"
+	if s.format == FormatJSON {
+		format = "array"
+	}
+	reader := fmt.Sprintf("read_json(%s, format = '%s', records = 'true', maximum_object_size = %d%s)",
+		quoteString(hinted), format, jsonMaxObjectSize, noDateDetection)
+	return fmt.Sprintf("SELECT * REPLACE (%s) FROM %s WHERE CAST(%s AS VARCHAR) IS DISTINCT FROM %s",
+		strings.Join(replace, ", "), reader, quoteIdent(s.ds.TimeColumn), quoteString(marker))
 }
 
 // scanJSONKeys checks that every key of every object is a column.

@@ -264,3 +264,43 @@ func TestIngestJSONLateValues(t *testing.T) {
 		})
 	}
 }
+
+// TestIngestJSONArrayHinted: the fast path reads a JSON array after a byte
+// order mark and white space, and holds a late value of an array to the
+// same forms as one of NDJSON.
+func TestIngestJSONArrayHinted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ds := valueDataset(catalog.TypeBigint)
+	in := writeFile(t, t.TempDir(), "in", "\uFEFF \n [{\"t\":\"2024-03-01T00:00:00Z\",\"v\":5},{\"t\":\"2024-03-01T00:00:01Z\",\"v\":\"6\"}]")
+	files, err := testEngine.PrepareIngest(ctx, ds, FormatJSON, in, t.TempDir())
+	require.NoError(t, err)
+	require.Equal(t, [][]any{{mustTime(t, "2024-03-01T00:00:00Z"), int64(5)}, {mustTime(t, "2024-03-01T00:00:01Z"), int64(6)}}, readParquet(t, files[0].Path))
+
+	in = writeFile(t, t.TempDir(), "in", "\uFEFF \n [{\"t\":\"2024-03-01T00:00:00Z\",\"v\":5}]")
+	before := detectedReads.Load()
+	_, err = testEngine.PrepareIngest(ctx, ds, FormatJSON, in, t.TempDir())
+	require.NoError(t, err)
+	require.Greater(t, detectedReads.Load(), before, "the fast path read the array")
+
+	var b strings.Builder
+	b.WriteString("[")
+	for range 25_000 {
+		b.WriteString(`{"t":"2024-03-01T00:00:00Z","v":5},`)
+	}
+	b.WriteString(`{"t":"2024-03-01T00:00:00Z","v":2.5}]`)
+	in = writeFile(t, t.TempDir(), "in", b.String())
+	out := t.TempDir()
+	_, err = testEngine.PrepareIngest(ctx, ds, FormatJSON, in, out)
+	var ie *InputError
+	require.ErrorAs(t, err, &ie)
+	require.Equal(t, InputError{Row: 25_001, Column: "v", Message: `value "2.5" is not a valid bigint: ` + typeHint(catalog.TypeBigint)}, *ie)
+	left, _ := os.ReadDir(out)
+	require.Empty(t, left)
+
+	for _, content := range []string{"[]", " [ ] ", "{}"} {
+		in = writeFile(t, t.TempDir(), "in", content)
+		_, err = testEngine.PrepareIngest(ctx, ds, FormatJSON, in, t.TempDir())
+		require.ErrorAs(t, err, &ie, content)
+	}
+}
