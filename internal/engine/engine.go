@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"timestore/internal/catalog"
 )
@@ -86,6 +87,8 @@ type Engine struct {
 	sandboxes  *sandboxPool
 	seq        atomic.Uint64
 	closed     atomic.Bool
+	// tracer is set by SetTracerProvider; nil means no spans.
+	tracer atomic.Pointer[trace.Tracer]
 }
 
 // New opens the trusted DuckDB instance with cfg applied.

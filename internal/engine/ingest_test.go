@@ -559,7 +559,7 @@ func TestPrepareIngestJSONDetection(t *testing.T) {
 		_, err := testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
 		var ie *InputError
 		require.ErrorAs(t, err, &ie)
-		require.Equal(t, InputError{Row: 2, Column: "i", Message: `value "2147483648" is not a valid integer`}, *ie)
+		require.Equal(t, InputError{Row: 2, Column: "i", Message: `value "2147483648" is not a valid integer: ` + typeHint(catalog.TypeInteger)}, *ie)
 	})
 
 	t.Run("key differs in case", func(t *testing.T) {
@@ -646,7 +646,7 @@ func TestPrepareIngestJSONDetection(t *testing.T) {
 		_, err = testEngine.PrepareIngest(ctx, ds, FormatNDJSON, in, t.TempDir())
 		var ie *InputError
 		require.ErrorAs(t, err, &ie, "%v", err)
-		require.Equal(t, InputError{Row: 1, Column: "ts", Message: `value "1704067200" is not a valid timestamp`}, *ie)
+		require.Equal(t, InputError{Row: 1, Column: "ts", Message: `value "1704067200" is not a valid timestamp: ` + typeHint(catalog.TypeTimestamp)}, *ie)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/big"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -305,7 +306,7 @@ func (r *Rows) start(ctx, parent context.Context, req QueryRequest) error {
 		case ctx.Err() != nil:
 			return timeoutError(req.Timeout)
 		}
-		err = sqlError(err)
+		err = otherTableError(sqlError(err), req.Dataset.Name)
 		if !errors.As(err, new(*SQLError)) {
 			r.broken = true
 		}
@@ -383,6 +384,30 @@ func sqlError(err error) error {
 		return fmt.Errorf("query: %w", err)
 	}
 	return &SQLError{Message: de.Msg, Err: err}
+}
+
+// reMissingTable finds the table name in DuckDB's error for a table that
+// does not exist.
+var reMissingTable = regexp.MustCompile(`Table with name (.+?) does not exist!`)
+
+// otherTableError rewrites DuckDB's error for a table that does not exist
+// (which suggests some system table instead: Did you mean "pg_sequence"?)
+// to say that a query reads only its own dataset. Other errors are returned
+// as they are.
+func otherTableError(err error, dataset string) error {
+	var se *SQLError
+	if !errors.As(err, &se) {
+		return err
+	}
+	m := reMissingTable.FindStringSubmatch(se.Message)
+	if m == nil {
+		return err
+	}
+	return &SQLError{
+		Message: fmt.Sprintf("table %q does not exist: a query reads only the dataset it names (here: %s), as the table %s; to read dataset %s, send the query to that dataset (POST /v1/datasets/%s/query, or timestore query %s)",
+			m[1], dataset, dataset, m[1], m[1], m[1]),
+		Err: se.Err,
+	}
 }
 
 // Columns describes the result columns.

@@ -236,7 +236,7 @@ func TestQuerySandbox(t *testing.T) {
 		{"syntax error", "SELEC 1", `syntax error at or near "SELEC"`},
 		{"parser error", "SELECT FROM WHERE", "Parser Error"},
 		{"binder error", "SELECT nope FROM m", "Binder Error"},
-		{"unknown table", "SELECT * FROM secret", "Catalog Error"},
+		{"unknown table", "SELECT * FROM secret", `table "secret" does not exist: a query reads only the dataset it names`},
 		{"parameters", "SELECT ?", "parameters"},
 		{"current setting change", "SELECT * FROM m WHERE set_config('threads', '1') IS NULL", ""},
 	} {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	duckdb "github.com/duckdb/duckdb-go/v2"
+
 	"timestore/internal/catalog"
 )
 
@@ -157,6 +159,73 @@ func toInt64(v any) (int64, error) {
 		return x.Int64(), nil
 	}
 	return 0, fmt.Errorf("unexpected count type %T", v)
+}
+
+// parseWriterStats reads the column_statistics of COPY ... RETURN_STATS:
+// per column, its statistics (min, max, null_count, has_nan, ...) as text.
+func parseWriterStats(stats duckdb.OrderedMap) map[string]map[string]string {
+	columns := map[string]map[string]string{}
+	for i, k := range stats.Keys() {
+		// Keys are column paths with quoted identifiers: "ts".
+		col, _ := k.(string)
+		if len(col) >= 2 && col[0] == '"' && col[len(col)-1] == '"' {
+			col = strings.ReplaceAll(col[1:len(col)-1], `""`, `"`)
+		}
+		inner, ok := stats.Values()[i].(duckdb.OrderedMap)
+		if !ok {
+			continue
+		}
+		m := map[string]string{}
+		for j, ik := range inner.Keys() {
+			key, _ := ik.(string)
+			if v, ok := inner.Values()[j].(string); ok {
+				m[key] = v
+			}
+		}
+		columns[col] = m
+	}
+	return columns
+}
+
+// writerStatsSQL renders the writer's statistics of a file of rows rows as
+// the select list of a statistics row (see scanStats): the row count and,
+// per column, the non-null count, min and max. ok is false when they are not
+// complete and exact for every column.
+func writerStatsSQL(ds catalog.Dataset, rows int64, columns map[string]map[string]string) (string, bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CAST(%d AS BIGINT)", rows)
+	for _, c := range ds.Columns {
+		st, ok := columns[c.Name]
+		if !ok {
+			return "", false
+		}
+		nulls, err := strconv.ParseInt(st["null_count"], 10, 64)
+		if err != nil || nulls < 0 || nulls > rows {
+			return "", false
+		}
+		t, _ := sqlType(c.Type)
+		mn, hasMin := st["min"]
+		mx, hasMax := st["max"]
+		nonNull := rows - nulls
+		switch {
+		case nonNull > 0 && (!hasMin || !hasMax):
+			return "", false // e.g. strings too long for statistics
+		case st["has_nan"] == "true":
+			return "", false // min/max disagree with DuckDB's NaN ordering
+		case c.Type == catalog.TypeDouble && (strings.HasPrefix(mn, "-0") || strings.HasPrefix(mx, "-0")):
+			return "", false // the sign of a zero may differ
+		case strings.ContainsRune(mn, 0) || strings.ContainsRune(mx, 0):
+			return "", false // a NUL byte would end the SQL text passed to DuckDB
+		}
+		lit := func(v string) string {
+			if nonNull == 0 {
+				return "NULL"
+			}
+			return fmt.Sprintf("CAST(%s AS %s)", quoteString(v), t)
+		}
+		fmt.Fprintf(&b, ", CAST(%d AS BIGINT), %s, %s", nonNull, lit(mn), lit(mx))
+	}
+	return b.String(), true
 }
 
 // FileStats recomputes the statistics of an existing Parquet file of ds, as

@@ -3,9 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"runtime"
-	"sync"
-	"weak"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -35,30 +32,24 @@ const (
 
 var noopTracer = noop.NewTracerProvider().Tracer(TracerName)
 
-// tracers holds the tracer of each Engine that has one. It is a side table
-// rather than a field so that tracing stays in this file; its keys are weak,
-// and an entry is dropped once its Engine is garbage.
-var tracers sync.Map // weak.Pointer[Engine] → trace.Tracer
-
 // SetTracerProvider makes the engine trace its DuckDB work with tp:
 // duckdb.prepare_ingest, duckdb.query and duckdb.file_stats spans, children
 // of the span in the caller's context. Without it (or with a nil tp) the
 // engine records no spans. Call it before the engine is used; it is safe for
 // concurrent use all the same.
 func (e *Engine) SetTracerProvider(tp trace.TracerProvider) {
-	key := weak.Make(e)
 	if tp == nil {
-		tracers.Delete(key)
+		e.tracer.Store(nil)
 		return
 	}
-	if _, loaded := tracers.Swap(key, tp.Tracer(TracerName)); !loaded {
-		runtime.AddCleanup(e, func(k weak.Pointer[Engine]) { tracers.Delete(k) }, key)
-	}
+	t := tp.Tracer(TracerName)
+	e.tracer.Store(&t)
 }
 
-func (e *Engine) tracer() trace.Tracer {
-	if t, ok := tracers.Load(weak.Make(e)); ok {
-		return t.(trace.Tracer)
+// currentTracer returns the tracer set by SetTracerProvider, or a no-op one.
+func (e *Engine) currentTracer() trace.Tracer {
+	if t := e.tracer.Load(); t != nil {
+		return *t
 	}
 	return noopTracer
 }
@@ -66,7 +57,7 @@ func (e *Engine) tracer() trace.Tracer {
 // startSpan starts an internal span of the engine.
 func (e *Engine) startSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	attrs = append(attrs, attrDBSystem.String("duckdb"))
-	return e.tracer().Start(ctx, name, trace.WithAttributes(attrs...))
+	return e.currentTracer().Start(ctx, name, trace.WithAttributes(attrs...))
 }
 
 // endSpan records err and ends span. Errors of the user's input or SQL
