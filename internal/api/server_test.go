@@ -126,12 +126,12 @@ func datasetState(t *testing.T, b *testserver.Bundle, name string) state {
 	require.NoError(t, err)
 	var objs []string
 	root := filepath.Join(b.Server.Config.DataDir, "objects")
-	filepath.WalkDir(root, func(path string, de os.DirEntry, err error) error {
+	require.NoError(t, filepath.WalkDir(root, func(path string, de os.DirEntry, err error) error {
 		if err == nil && !de.IsDir() {
 			objs = append(objs, path)
 		}
 		return nil
-	})
+	}))
 	return state{d.ManifestVersion, d.Totals.Rows, d.Totals.Partitions, objs}
 }
 

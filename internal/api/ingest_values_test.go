@@ -1,11 +1,9 @@
-package server_test
+package api_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,31 +22,6 @@ var valuesColumns = []client.Column{
 	{Name: "s", Type: "varchar"},
 }
 
-// valuesState is what a refused ingest must leave unchanged.
-type valuesState struct {
-	version, rows, partitions int64
-	objects                   []string
-}
-
-func datasetState(t *testing.T, tb *testserver.Bundle, name string) valuesState {
-	t.Helper()
-	d, err := tb.Client.GetDataset(context.Background(), name)
-	require.NoError(t, err)
-	var objs []string
-	root := filepath.Join(tb.Server.Config.DataDir, "objects")
-	require.NoError(t, filepath.WalkDir(root, func(path string, de os.DirEntry, err error) error {
-		if err == nil && !de.IsDir() {
-			objs = append(objs, path)
-		}
-		return err
-	}))
-	return valuesState{d.ManifestVersion, d.Totals.Rows, d.Totals.Partitions, objs}
-}
-
-// TestIngestValuesOverHTTP is the type × tricky value table through the
-// HTTP API: each refused value, in CSV and in NDJSON, answers 400 with its
-// row and column, in the error's fields and its message, and changes
-// nothing; the accepted tricky values are stored as documented.
 func TestIngestValuesOverHTTP(t *testing.T) {
 	t.Parallel()
 	tb := testserver.Start(t, testserver.Options{})
