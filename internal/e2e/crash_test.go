@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/faultpoint"
+	"timestore/internal/jobs"
 	"timestore/internal/reconcile"
 )
 
@@ -256,10 +257,14 @@ var crashScenarios = []crashScenario{
 }
 
 // TestCrashPoints kills a real `timestore serve` with SIGKILL at every fault
-// point, restarts it, lets River retry the interrupted job (or the client
+// point, restarts it on its data directory at once, lets the restarted
+// process hand the interrupted job back and River retry it (or the client
 // retry its request), runs reconcile, and checks that nothing was lost,
 // duplicated or left dangling and that orphans were reclaimed with an audit
-// trail (crashEnv.checkInvariants).
+// trail (crashEnv.checkInvariants). River's rescue_after is 10 minutes
+// (crashRescueAfter), so a job recovered within crashRecoverTimeout was
+// handed back; the test also checks the hand-back's error, audit row and
+// maintenance status.
 func TestCrashPoints(t *testing.T) {
 	var covered []string
 	for _, sc := range crashScenarios {
@@ -279,8 +284,8 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
-// crashRun runs one scenario: prepare, arm, trigger, die, restart, recover,
-// reconcile, check.
+// crashRun runs one scenario: prepare, arm, trigger, die, restart (hand
+// back), recover, reconcile, check.
 func crashRun(t *testing.T, sc crashScenario) {
 	f := sc.family
 	start := time.Now()
@@ -323,29 +328,46 @@ func crashRun(t *testing.T, sc crashScenario) {
 		e.stuck = append(e.stuck, id)
 	}
 
-	e.waitRescuable()
+	// Restart at once: the new process hands the dead one's running jobs
+	// back before it serves (River's rescuer, rescue_after 10m here, cannot
+	// be what recovers them). A job that was not running at the kill (an
+	// ingest's, or a sweep enqueued but not started) takes its ordinary path.
+	restartAt := time.Now()
 	e.node.Restart()
+	e.checkHandedBack()
 	if f.recover != nil {
 		f.recover(e)
 	}
-	jobs := e.waitSettled(crashRecoverTimeout)
-	recovered := time.Since(killedAt)
-	// River records the rescue of a stuck job as an error of its attempt;
-	// a completed one ran again. (A snoozed sweep's attempt count is reset.)
+	settled := e.waitSettled(crashRecoverTimeout)
+	recovered := time.Since(restartAt)
+	// Each job of the killed process carries the hand-back as an error of
+	// its attempt; a completed one ran again. (A snoozed sweep's attempt
+	// count is reset.)
+	node := handbackNodeID(t, e.node)
 	var retried []string
-	for _, j := range jobs {
+	for _, j := range settled {
 		if slices.Contains(e.stuck, j.ID) {
-			require.NotEmpty(t, j.Errors, "stuck job %d (%s) settled without being rescued", j.ID, j.Kind)
+			var handedBack string
+			for _, je := range j.Errors {
+				if strings.HasPrefix(je.Error, jobs.HandBackErrorPrefix) {
+					handedBack = je.Error
+				}
+			}
+			require.NotEmpty(t, handedBack, "job %d (%s) of the killed process settled without being handed back: %+v", j.ID, j.Kind, j.Errors)
+			require.Contains(t, handedBack, "the process "+node+"/", "the hand-back names the dead incarnation")
 			if j.State == "completed" {
-				require.GreaterOrEqual(t, j.Attempt, 2, "stuck job %d (%s) completed without a retry", j.ID, j.Kind)
+				require.GreaterOrEqual(t, j.Attempt, 2, "job %d (%s) of the killed process completed without a retry", j.ID, j.Kind)
 			}
 			retried = append(retried, fmt.Sprintf("%s %d: %s, attempt %d, %s", j.Kind, j.ID, j.State, j.Attempt, crashJobOutput(j).Outcome))
 		}
 	}
+	if f.kind != "" {
+		handbackCheckStatus(t, e, f.kind)
+	}
 	r := e.reconcile()
 	round := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
 	t.Logf("%s: node up %s, prepared %s, armed %s, killed %s; left %d orphans, stuck jobs [%s]; "+
-		"jobs settled %s after the kill; reconcile deleted %d orphans",
+		"jobs settled %s after the restart began; reconcile deleted %d orphans",
 		sc.point, round(started), round(prepared), round(armed), round(untilKill), len(orphans), strings.Join(retried, "; "),
 		round(recovered), r.OrphansDeleted)
 
