@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,7 +27,12 @@ type crashScenario struct {
 	// orphans: the kill must leave unreferenced partition objects (an
 	// upload whose commit never happened), for reconcile to reclaim.
 	orphans bool
-	family  crashFamily
+	// lost: the killed process's node never returns. The restart gets a
+	// new node identity (its node-id file removed), so nothing hands the
+	// job back; River's rescuer must recover it once it is older than
+	// crashLostRescueAfter.
+	lost   bool
+	family crashFamily
 }
 
 // crashFamily drives one protocol: it prepares the state through the API
@@ -284,6 +291,16 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
+// TestCrashLostNode: a node killed during a compaction never returns (the
+// process started next has another node identity), so nothing hands its job
+// back: River's rescuer recovers it once it is older than rescue_after, as
+// it recovers the jobs of any node that is gone for good, and the crash
+// test's invariants hold.
+func TestCrashLostNode(t *testing.T) {
+	t.Parallel()
+	crashRun(t, crashScenario{point: faultpoint.CompactionAfterUpload, family: crashCompaction, orphans: true, lost: true})
+}
+
 // crashRun runs one scenario: prepare, arm, trigger, die, restart (hand
 // back), recover, reconcile, check.
 func crashRun(t *testing.T, sc crashScenario) {
@@ -332,36 +349,52 @@ func crashRun(t *testing.T, sc crashScenario) {
 	// back before it serves (River's rescuer, rescue_after 10m here, cannot
 	// be what recovers them). A job that was not running at the kill (an
 	// ingest's, or a sweep enqueued but not started) takes its ordinary path.
+	// A lost node's jobs wait for the rescuer instead.
+	var restartEnv []string
+	if sc.lost {
+		e.waitRescuable(crashLostRescueAfter)
+		require.NoError(t, os.Remove(filepath.Join(e.node.DataDir(), crashNodeIDFile)))
+		restartEnv = []string{"TIMESTORE_JOBS_RESCUE_AFTER=" + crashLostRescueAfter.String()}
+	}
 	restartAt := time.Now()
-	e.node.Restart()
+	e.node.Restart(restartEnv...)
 	e.checkHandedBack()
 	if f.recover != nil {
 		f.recover(e)
 	}
 	settled := e.waitSettled(crashRecoverTimeout)
 	recovered := time.Since(restartAt)
-	// Each job of the killed process carries the hand-back as an error of
-	// its attempt; a completed one ran again. (A snoozed sweep's attempt
-	// count is reset.)
+	// Each job of the killed process carries the hand-back (or, for a lost
+	// node, River's rescue) as an error of its attempt; a completed one ran
+	// again. (A snoozed sweep's attempt count is reset.)
 	node := handbackNodeID(t, e.node)
 	var retried []string
 	for _, j := range settled {
 		if slices.Contains(e.stuck, j.ID) {
-			var handedBack string
+			var handedBack, rescued string
 			for _, je := range j.Errors {
-				if strings.HasPrefix(je.Error, jobs.HandBackErrorPrefix) {
+				switch {
+				case strings.HasPrefix(je.Error, jobs.HandBackErrorPrefix):
 					handedBack = je.Error
+				case strings.Contains(je.Error, crashRescueError):
+					rescued = je.Error
 				}
 			}
-			require.NotEmpty(t, handedBack, "job %d (%s) of the killed process settled without being handed back: %+v", j.ID, j.Kind, j.Errors)
-			require.Contains(t, handedBack, "the process "+node+"/", "the hand-back names the dead incarnation")
+			if sc.lost {
+				require.Empty(t, handedBack, "job %d (%s) of a node that never returned was handed back: %+v", j.ID, j.Kind, j.Errors)
+				require.NotEmpty(t, rescued, "job %d (%s) of a node that never returned settled without being rescued: %+v", j.ID, j.Kind, j.Errors)
+			} else {
+				require.NotEmpty(t, handedBack, "job %d (%s) of the killed process settled without being handed back: %+v", j.ID, j.Kind, j.Errors)
+				require.Contains(t, handedBack, "the process "+node+"/", "the hand-back names the dead incarnation")
+				require.Empty(t, rescued, "job %d (%s) was rescued as well as handed back: %+v", j.ID, j.Kind, j.Errors)
+			}
 			if j.State == "completed" {
 				require.GreaterOrEqual(t, j.Attempt, 2, "job %d (%s) of the killed process completed without a retry", j.ID, j.Kind)
 			}
 			retried = append(retried, fmt.Sprintf("%s %d: %s, attempt %d, %s", j.Kind, j.ID, j.State, j.Attempt, crashJobOutput(j).Outcome))
 		}
 	}
-	if f.kind != "" {
+	if f.kind != "" && !sc.lost {
 		handbackCheckStatus(t, e, f.kind)
 	}
 	r := e.reconcile()
