@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"timestore/internal/client"
+	"timestore/internal/jobs"
 )
 
 // adminClient uses TIMESTORE_ADMIN_TOKEN when set, else --token.
@@ -107,7 +108,7 @@ func newMaintenanceCmd(g *globals) *cobra.Command {
 
 	status := &cobra.Command{
 		Use:   "status NAME",
-		Short: "Show a dataset's lifecycle: last run, status, error, next run and backlog per job kind",
+		Short: "Show a dataset's lifecycle: last run, status, error, next run, backlog and last hand-back after a restart per job kind",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := g.adminClient().Lifecycle(cmd.Context(), args[0])
@@ -199,12 +200,18 @@ func printLifecycle(g *globals, raw json.RawMessage) error {
 			LastError  string     `json:"last_error"`
 			NextRun    *time.Time `json:"next_run"`
 			Backlog    int        `json:"backlog"`
+			// LastHandedBack: the latest job of the kind that a restarted
+			// process handed back after its predecessor died running it.
+			LastHandedBack *struct {
+				JobID int64     `json:"job_id"`
+				At    time.Time `json:"at"`
+			} `json:"last_handed_back"`
 		} `json:"kinds"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil || len(st.Kinds) == 0 {
 		return printJSON(g, raw)
 	}
-	t := table{header: []string{"kind", "enabled", "schedule", "last_run", "last_status", "next_run", "backlog", "last_error"}, raw: raw}
+	t := table{header: []string{"kind", "enabled", "schedule", "last_run", "last_status", "next_run", "backlog", "last_handed_back", "last_error"}, raw: raw}
 	ts := func(p *time.Time) string {
 		if p == nil {
 			return "-"
@@ -212,7 +219,12 @@ func printLifecycle(g *globals, raw json.RawMessage) error {
 		return p.UTC().Format(time.RFC3339)
 	}
 	for _, k := range st.Kinds {
-		t.rows = append(t.rows, []string{k.Kind, strconv.FormatBool(k.Enabled), k.Schedule, ts(k.LastRun), k.LastStatus, ts(k.NextRun), strconv.Itoa(k.Backlog), k.LastError})
+		handedBack := "-"
+		if hb := k.LastHandedBack; hb != nil {
+			handedBack = fmt.Sprintf("%s (job %d)", hb.At.UTC().Format(time.RFC3339), hb.JobID)
+		}
+		t.rows = append(t.rows, []string{k.Kind, strconv.FormatBool(k.Enabled), k.Schedule, ts(k.LastRun), k.LastStatus, ts(k.NextRun),
+			strconv.Itoa(k.Backlog), handedBack, k.LastError})
 	}
 	return g.print(t)
 }
@@ -291,6 +303,12 @@ func printJob(g *globals, j client.Job) error {
 	}
 	if j.Waiting != "" {
 		kv = append(kv, [2]string{"note", j.Waiting})
+	}
+	for _, e := range j.Errors {
+		if strings.HasPrefix(e.Error, jobs.HandBackErrorPrefix) {
+			kv = append(kv, [2]string{"handed back", fmt.Sprintf("%s, after a restart: the process running attempt %d died and its successor on the data directory put the job back in the queue",
+				e.At.UTC().Format(time.RFC3339), e.Attempt)})
+		}
 	}
 	for _, e := range j.Errors {
 		kv = append(kv, [2]string{fmt.Sprintf("error (attempt %d)", e.Attempt), e.At.UTC().Format(time.RFC3339) + " " + e.Error})

@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"timestore/internal/faultpoint"
+	"timestore/internal/jobs"
 	"timestore/internal/reconcile"
 )
 
@@ -24,7 +27,12 @@ type crashScenario struct {
 	// orphans: the kill must leave unreferenced partition objects (an
 	// upload whose commit never happened), for reconcile to reclaim.
 	orphans bool
-	family  crashFamily
+	// lost: the killed process's node never returns. The restart gets a
+	// new node identity (its node-id file removed), so nothing hands the
+	// job back; River's rescuer must recover it once it is older than
+	// crashLostRescueAfter.
+	lost   bool
+	family crashFamily
 }
 
 // crashFamily drives one protocol: it prepares the state through the API
@@ -256,10 +264,14 @@ var crashScenarios = []crashScenario{
 }
 
 // TestCrashPoints kills a real `timestore serve` with SIGKILL at every fault
-// point, restarts it, lets River retry the interrupted job (or the client
+// point, restarts it on its data directory at once, lets the restarted
+// process hand the interrupted job back and River retry it (or the client
 // retry its request), runs reconcile, and checks that nothing was lost,
 // duplicated or left dangling and that orphans were reclaimed with an audit
-// trail (crashEnv.checkInvariants).
+// trail (crashEnv.checkInvariants). River's rescue_after is 10 minutes
+// (crashRescueAfter), so a job recovered within crashRecoverTimeout was
+// handed back; the test also checks the hand-back's error, audit row and
+// maintenance status.
 func TestCrashPoints(t *testing.T) {
 	var covered []string
 	for _, sc := range crashScenarios {
@@ -279,8 +291,18 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
-// crashRun runs one scenario: prepare, arm, trigger, die, restart, recover,
-// reconcile, check.
+// TestCrashLostNode: a node killed during a compaction never returns (the
+// process started next has another node identity), so nothing hands its job
+// back: River's rescuer recovers it once it is older than rescue_after, as
+// it recovers the jobs of any node that is gone for good, and the crash
+// test's invariants hold.
+func TestCrashLostNode(t *testing.T) {
+	t.Parallel()
+	crashRun(t, crashScenario{point: faultpoint.CompactionAfterUpload, family: crashCompaction, orphans: true, lost: true})
+}
+
+// crashRun runs one scenario: prepare, arm, trigger, die, restart (hand
+// back), recover, reconcile, check.
 func crashRun(t *testing.T, sc crashScenario) {
 	f := sc.family
 	start := time.Now()
@@ -323,29 +345,62 @@ func crashRun(t *testing.T, sc crashScenario) {
 		e.stuck = append(e.stuck, id)
 	}
 
-	e.waitRescuable()
-	e.node.Restart()
+	// Restart at once: the new process hands the dead one's running jobs
+	// back before it serves (River's rescuer, rescue_after 10m here, cannot
+	// be what recovers them). A job that was not running at the kill (an
+	// ingest's, or a sweep enqueued but not started) takes its ordinary path.
+	// A lost node's jobs wait for the rescuer instead.
+	var restartEnv []string
+	if sc.lost {
+		e.waitRescuable(crashLostRescueAfter)
+		require.NoError(t, os.Remove(filepath.Join(e.node.DataDir(), crashNodeIDFile)))
+		restartEnv = []string{"TIMESTORE_JOBS_RESCUE_AFTER=" + crashLostRescueAfter.String()}
+	}
+	restartAt := time.Now()
+	e.node.Restart(restartEnv...)
+	e.checkHandedBack()
 	if f.recover != nil {
 		f.recover(e)
 	}
-	jobs := e.waitSettled(crashRecoverTimeout)
-	recovered := time.Since(killedAt)
-	// River records the rescue of a stuck job as an error of its attempt;
-	// a completed one ran again. (A snoozed sweep's attempt count is reset.)
+	settled := e.waitSettled(crashRecoverTimeout)
+	recovered := time.Since(restartAt)
+	// Each job of the killed process carries the hand-back (or, for a lost
+	// node, River's rescue) as an error of its attempt; a completed one ran
+	// again. (A snoozed sweep's attempt count is reset.)
+	node := handbackNodeID(t, e.node)
 	var retried []string
-	for _, j := range jobs {
+	for _, j := range settled {
 		if slices.Contains(e.stuck, j.ID) {
-			require.NotEmpty(t, j.Errors, "stuck job %d (%s) settled without being rescued", j.ID, j.Kind)
+			var handedBack, rescued string
+			for _, je := range j.Errors {
+				switch {
+				case strings.HasPrefix(je.Error, jobs.HandBackErrorPrefix):
+					handedBack = je.Error
+				case strings.Contains(je.Error, crashRescueError):
+					rescued = je.Error
+				}
+			}
+			if sc.lost {
+				require.Empty(t, handedBack, "job %d (%s) of a node that never returned was handed back: %+v", j.ID, j.Kind, j.Errors)
+				require.NotEmpty(t, rescued, "job %d (%s) of a node that never returned settled without being rescued: %+v", j.ID, j.Kind, j.Errors)
+			} else {
+				require.NotEmpty(t, handedBack, "job %d (%s) of the killed process settled without being handed back: %+v", j.ID, j.Kind, j.Errors)
+				require.Contains(t, handedBack, "the process "+node+"/", "the hand-back names the dead incarnation")
+				require.Empty(t, rescued, "job %d (%s) was rescued as well as handed back: %+v", j.ID, j.Kind, j.Errors)
+			}
 			if j.State == "completed" {
-				require.GreaterOrEqual(t, j.Attempt, 2, "stuck job %d (%s) completed without a retry", j.ID, j.Kind)
+				require.GreaterOrEqual(t, j.Attempt, 2, "job %d (%s) of the killed process completed without a retry", j.ID, j.Kind)
 			}
 			retried = append(retried, fmt.Sprintf("%s %d: %s, attempt %d, %s", j.Kind, j.ID, j.State, j.Attempt, crashJobOutput(j).Outcome))
 		}
 	}
+	if f.kind != "" && !sc.lost {
+		handbackCheckStatus(t, e, f.kind)
+	}
 	r := e.reconcile()
 	round := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
 	t.Logf("%s: node up %s, prepared %s, armed %s, killed %s; left %d orphans, stuck jobs [%s]; "+
-		"jobs settled %s after the kill; reconcile deleted %d orphans",
+		"jobs settled %s after the restart began; reconcile deleted %d orphans",
 		sc.point, round(started), round(prepared), round(armed), round(untilKill), len(orphans), strings.Join(retried, "; "),
 		round(recovered), r.OrphansDeleted)
 
