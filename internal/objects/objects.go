@@ -18,6 +18,8 @@
 // Write before reference: objects are uploaded before the manifest change
 // that references them; dereference before delete: an upload is deleted
 // only once the catalog shows that nothing references it.
+//
+// docs/design.md ("The object plumbing") says who uses which helper and why.
 package objects
 
 import (
