@@ -734,13 +734,9 @@ func (exp *Exporter) checkOwner(ctx context.Context, target *storage.Target, att
 // (require_export): a damaged input must not be exported under a fresh
 // checksum.
 func (exp *Exporter) fetchInputs(ctx context.Context, parts []catalog.Partition) ([]string, func(), error) {
-	inputs := make([]objects.Stored, len(parts))
-	for i, p := range parts {
-		t, err := exp.opts.Targets.Get(p.Target)
-		if err != nil {
-			return nil, nil, fmt.Errorf("partition %d: %w", p.ID, err)
-		}
-		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
+	inputs, err := objects.Partitions(exp.opts.Targets, parts)
+	if err != nil {
+		return nil, func() {}, err
 	}
 	return objects.Fetch(ctx, exp.opts.Cache, inputs, exp.opts.Concurrency)
 }

@@ -50,6 +50,21 @@ type Stored struct {
 	Name string
 }
 
+// Partitions returns the objects of parts, each on its target, for Fetch
+// (named "partition ID" in errors). A partition on a target this process
+// does not know is an error naming the partition.
+func Partitions(targets *storage.Targets, parts []catalog.Partition) ([]Stored, error) {
+	objs := make([]Stored, len(parts))
+	for i, p := range parts {
+		t, err := targets.Get(p.Target)
+		if err != nil {
+			return nil, fmt.Errorf("partition %d: %w", p.ID, err)
+		}
+		objs[i] = Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
+	}
+	return objs, nil
+}
+
 // Fetch makes every object readable locally, at most concurrency at once,
 // each checked against its size and checksum (storage.Cache.FetchVerified):
 // a damaged object fails with an error wrapping storage.ErrMismatch, a
