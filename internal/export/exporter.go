@@ -22,6 +22,7 @@
 package export
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,21 +204,11 @@ func New(opts Options) (*Exporter, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.MaxFileBytes == 0 {
-		opts.MaxFileBytes = MaxFileBytesDefault
-	}
-	if opts.LeaseTTL == 0 {
-		opts.LeaseTTL = LeaseTTLDefault
-	}
-	if opts.Concurrency == 0 {
-		opts.Concurrency = ConcurrencyDefault
-	}
-	if opts.RunBudget == 0 {
-		opts.RunBudget = RunBudgetDefault
-	}
-	if opts.FinishTimeout == 0 {
-		opts.FinishTimeout = FinishTimeoutDefault
-	}
+	opts.MaxFileBytes = cmp.Or(opts.MaxFileBytes, MaxFileBytesDefault)
+	opts.LeaseTTL = cmp.Or(opts.LeaseTTL, LeaseTTLDefault)
+	opts.Concurrency = cmp.Or(opts.Concurrency, ConcurrencyDefault)
+	opts.RunBudget = cmp.Or(opts.RunBudget, RunBudgetDefault)
+	opts.FinishTimeout = cmp.Or(opts.FinishTimeout, FinishTimeoutDefault)
 	return &Exporter{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer)}, nil
 }
 
