@@ -504,13 +504,9 @@ func (c *Compactor) merge(ctx context.Context, ds catalog.Dataset, target *stora
 // fetch makes every input of g readable locally and returns the paths and a
 // function releasing them (safe to call more than once, also on error).
 func (c *Compactor) fetch(ctx context.Context, g Group) ([]string, func(), error) {
-	inputs := make([]objects.Stored, len(g.Partitions))
-	for i, p := range g.Partitions {
-		t, err := c.opts.Targets.Get(p.Target)
-		if err != nil {
-			return nil, func() {}, fmt.Errorf("partition %d: %w", p.ID, err)
-		}
-		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
+	inputs, err := objects.Partitions(c.opts.Targets, g.Partitions)
+	if err != nil {
+		return nil, func() {}, err
 	}
 	// The merge rewrites these bytes under a new checksum and the inputs
 	// are then swept: a damaged input (on the local target's disk, or in

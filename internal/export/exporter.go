@@ -22,6 +22,7 @@
 package export
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -203,21 +204,11 @@ func New(opts Options) (*Exporter, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.MaxFileBytes == 0 {
-		opts.MaxFileBytes = MaxFileBytesDefault
-	}
-	if opts.LeaseTTL == 0 {
-		opts.LeaseTTL = LeaseTTLDefault
-	}
-	if opts.Concurrency == 0 {
-		opts.Concurrency = ConcurrencyDefault
-	}
-	if opts.RunBudget == 0 {
-		opts.RunBudget = RunBudgetDefault
-	}
-	if opts.FinishTimeout == 0 {
-		opts.FinishTimeout = FinishTimeoutDefault
-	}
+	opts.MaxFileBytes = cmp.Or(opts.MaxFileBytes, MaxFileBytesDefault)
+	opts.LeaseTTL = cmp.Or(opts.LeaseTTL, LeaseTTLDefault)
+	opts.Concurrency = cmp.Or(opts.Concurrency, ConcurrencyDefault)
+	opts.RunBudget = cmp.Or(opts.RunBudget, RunBudgetDefault)
+	opts.FinishTimeout = cmp.Or(opts.FinishTimeout, FinishTimeoutDefault)
 	return &Exporter{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer)}, nil
 }
 
@@ -734,13 +725,9 @@ func (exp *Exporter) checkOwner(ctx context.Context, target *storage.Target, att
 // (require_export): a damaged input must not be exported under a fresh
 // checksum.
 func (exp *Exporter) fetchInputs(ctx context.Context, parts []catalog.Partition) ([]string, func(), error) {
-	inputs := make([]objects.Stored, len(parts))
-	for i, p := range parts {
-		t, err := exp.opts.Targets.Get(p.Target)
-		if err != nil {
-			return nil, nil, fmt.Errorf("partition %d: %w", p.ID, err)
-		}
-		inputs[i] = objects.Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
+	inputs, err := objects.Partitions(exp.opts.Targets, parts)
+	if err != nil {
+		return nil, func() {}, err
 	}
 	return objects.Fetch(ctx, exp.opts.Cache, inputs, exp.opts.Concurrency)
 }

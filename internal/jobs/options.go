@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,27 +128,13 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.MaxWorkers == 0 {
-		o.MaxWorkers = MaxWorkersDefault
-	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = MaxAttemptsDefault
-	}
-	if o.JobTimeout == 0 {
-		o.JobTimeout = JobTimeoutDefault
-	}
-	if o.RescueAfter == 0 {
-		o.RescueAfter = RescueAfterDefault
-	}
-	if o.SoftStopTimeout == 0 {
-		o.SoftStopTimeout = SoftStopTimeoutDefault
-	}
-	if o.JobRetention == 0 {
-		o.JobRetention = JobRetentionDefault
-	}
-	if o.SchedulerInterval == 0 {
-		o.SchedulerInterval = SchedulerIntervalDefault
-	}
+	o.MaxWorkers = cmp.Or(o.MaxWorkers, MaxWorkersDefault)
+	o.MaxAttempts = cmp.Or(o.MaxAttempts, MaxAttemptsDefault)
+	o.JobTimeout = cmp.Or(o.JobTimeout, JobTimeoutDefault)
+	o.RescueAfter = cmp.Or(o.RescueAfter, RescueAfterDefault)
+	o.SoftStopTimeout = cmp.Or(o.SoftStopTimeout, SoftStopTimeoutDefault)
+	o.JobRetention = cmp.Or(o.JobRetention, JobRetentionDefault)
+	o.SchedulerInterval = cmp.Or(o.SchedulerInterval, SchedulerIntervalDefault)
 	if o.ReconcileSchedule == "" {
 		o.ReconcileSchedule = ReconcileScheduleDefault
 	}

@@ -18,6 +18,8 @@
 // Write before reference: objects are uploaded before the manifest change
 // that references them; dereference before delete: an upload is deleted
 // only once the catalog shows that nothing references it.
+//
+// docs/design.md ("The object plumbing") says who uses which helper and why.
 package objects
 
 import (
@@ -46,6 +48,21 @@ type Stored struct {
 	Checksum string
 	// Name says what the object is, in errors ("partition 12").
 	Name string
+}
+
+// Partitions returns the objects of parts, each on its target, for Fetch
+// (named "partition ID" in errors). A partition on a target this process
+// does not know is an error naming the partition.
+func Partitions(targets *storage.Targets, parts []catalog.Partition) ([]Stored, error) {
+	objs := make([]Stored, len(parts))
+	for i, p := range parts {
+		t, err := targets.Get(p.Target)
+		if err != nil {
+			return nil, fmt.Errorf("partition %d: %w", p.ID, err)
+		}
+		objs[i] = Stored{Target: t, Key: p.Key, Size: p.SizeBytes, Checksum: p.Checksum, Name: fmt.Sprintf("partition %d", p.ID)}
+	}
+	return objs, nil
 }
 
 // Fetch makes every object readable locally, at most concurrency at once,

@@ -203,3 +203,24 @@ type failingDiscarder struct{}
 func (failingDiscarder) DiscardUploads(context.Context, int64, string, string, string, []catalog.Upload) ([]catalog.Upload, error) {
 	return nil, errors.New("catalog unreachable")
 }
+
+// Partitions finds each partition's target and names the partition in
+// errors, also when its target is unknown.
+func TestPartitions(t *testing.T) {
+	b := setup(t)
+	parts := []catalog.Partition{
+		{ID: 7, PartitionFile: catalog.PartitionFile{Target: b.target.Name, Key: "a/1", SizeBytes: 10, Checksum: "sha256:x"}},
+		{ID: 8, PartitionFile: catalog.PartitionFile{Target: b.target.Name, Key: "a/2", SizeBytes: 20, Checksum: "sha256:y"}},
+	}
+	objs, err := objects.Partitions(b.targets, parts)
+	require.NoError(t, err)
+	require.Equal(t, []objects.Stored{
+		{Target: b.target, Key: "a/1", Size: 10, Checksum: "sha256:x", Name: "partition 7"},
+		{Target: b.target, Key: "a/2", Size: 20, Checksum: "sha256:y", Name: "partition 8"},
+	}, objs)
+
+	parts[1].Target = "elsewhere"
+	_, err = objects.Partitions(b.targets, parts)
+	require.ErrorContains(t, err, "partition 8: ")
+	require.ErrorContains(t, err, "elsewhere")
+}

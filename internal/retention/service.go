@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,17 +164,9 @@ func New(opts Options) (*Service, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.SweepBatchSize == 0 {
-		opts.SweepBatchSize = SweepBatchSizeDefault
-	}
-	if opts.DeleteConcurrency == 0 {
-		opts.DeleteConcurrency = DeleteConcurrencyDefault
-	}
-	if opts.LeaseRecheck == 0 {
-		opts.LeaseRecheck = LeaseRecheckDefault
-	}
-	if opts.DeleteTimeout == 0 {
-		opts.DeleteTimeout = DeleteTimeoutDefault
-	}
+	opts.SweepBatchSize = cmp.Or(opts.SweepBatchSize, SweepBatchSizeDefault)
+	opts.DeleteConcurrency = cmp.Or(opts.DeleteConcurrency, DeleteConcurrencyDefault)
+	opts.LeaseRecheck = cmp.Or(opts.LeaseRecheck, LeaseRecheckDefault)
+	opts.DeleteTimeout = cmp.Or(opts.DeleteTimeout, DeleteTimeoutDefault)
 	return &Service{opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer)}, nil
 }

@@ -23,6 +23,9 @@ type hungBucket struct {
 	// slowBody delays each Read of a downloaded object by this much (a slow
 	// but working link), one byte at a time.
 	slowBody time.Duration
+	// slowSink makes Upload take the data one byte per slowSink (a slow
+	// but working uplink) before it stores it.
+	slowSink time.Duration
 }
 
 // hangUntil blocks until ctx ends, or fails after hangLimit: a deadline
@@ -49,6 +52,25 @@ func (h *hungBucket) Upload(ctx context.Context, key string, r io.Reader) error 
 	if h.hang["upload"] {
 		_, _ = io.Copy(io.Discard, r) // the data is sent, the answer never comes
 		return hangUntil(ctx)
+	}
+	if h.slowSink > 0 {
+		var sent bytes.Buffer
+		one := make([]byte, 1)
+		for {
+			time.Sleep(h.slowSink) // the link carries one byte per slowSink
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n, err := r.Read(one)
+			sent.Write(one[:n])
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return h.Bucket.Upload(ctx, key, &sent)
 	}
 	return h.Bucket.Upload(ctx, key, r)
 }
@@ -219,6 +241,19 @@ func TestDeadlineBucketKeepsSlowTransfers(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, rc.Close())
 		require.Equal(t, "12345", buf.String())
+	})
+	t.Run("slow upload link", func(t *testing.T) {
+		t.Parallel()
+		b := deadlineSetup(t, &hungBucket{slowSink: delay})
+		start := time.Now()
+		require.NoError(t, b.Upload(ctx, "a/new", strings.NewReader("12345")))
+		require.Greater(t, time.Since(start), testTimeout, "the upload was not longer than the timeout; the test proves nothing")
+		rc, err := b.NewReader(ctx, "a/new")
+		require.NoError(t, err)
+		got, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		require.NoError(t, rc.Close())
+		require.Equal(t, "12345", string(got))
 	})
 	t.Run("slow list callback", func(t *testing.T) {
 		t.Parallel()
