@@ -254,10 +254,27 @@ func (c *Config) applyEnv(environ []string) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("environment %s: %w", k, err)
+			return fmt.Errorf("environment %s=%q: %s", k, v, envHint(err))
 		}
 	}
 	return nil
+}
+
+// envHint says what an environment value should have looked like: Go's
+// parse errors name the parser ("time: invalid duration"), not the form.
+func envHint(err error) string {
+	var num *strconv.NumError
+	switch {
+	case errors.As(err, &num) && num.Func == "ParseBool":
+		return "want true or false"
+	case errors.As(err, &num) && errors.Is(num.Err, strconv.ErrRange):
+		return "out of range"
+	case errors.As(err, &num):
+		return "want a whole number"
+	case strings.HasPrefix(err.Error(), "time: "):
+		return "want a duration such as 30s, 5m or 1h (units: ms, s, m, h)"
+	}
+	return err.Error()
 }
 
 // Validate reports the first invalid setting.
@@ -269,22 +286,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("listen address %q: %w", c.Listen, err)
 	}
 	if c.MaxBodyBytes <= 0 {
-		return errors.New("max body bytes must be positive")
+		return errors.New("max_body_bytes (TIMESTORE_MAX_BODY_BYTES) must be positive")
 	}
 	if c.QueryTimeout <= 0 {
-		return errors.New("query timeout must be positive")
+		return errors.New("query_timeout (TIMESTORE_QUERY_TIMEOUT) must be a positive duration such as 30s")
 	}
 	if c.QueryConcurrency <= 0 {
-		return errors.New("query concurrency must be positive")
+		return errors.New("query_concurrency (TIMESTORE_QUERY_CONCURRENCY) must be positive")
 	}
 	if c.QuerySpillLimit == "" || strings.ContainsAny(c.QuerySpillLimit, "'\"\n") {
-		return fmt.Errorf("query spill limit %q: want a size such as 4GiB", c.QuerySpillLimit)
+		return fmt.Errorf("query_spill_limit (TIMESTORE_QUERY_SPILL_LIMIT) %q: want a size such as 4GiB", c.QuerySpillLimit)
 	}
 	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 {
-		return errors.New("read header timeout and read timeout must be positive")
+		return errors.New("read_header_timeout and read_timeout (TIMESTORE_READ_HEADER_TIMEOUT, TIMESTORE_READ_TIMEOUT) must be positive durations such as 10s")
 	}
 	if c.StorageTimeout <= 0 {
-		return fmt.Errorf("storage timeout %s: want a positive duration such as 30s", c.StorageTimeout)
+		return fmt.Errorf("storage_timeout (TIMESTORE_STORAGE_TIMEOUT) %s: want a positive duration such as 30s", c.StorageTimeout)
 	}
 	if c.Token != "" && c.Token == c.AdminToken {
 		return errors.New("the data-plane token and the admin token must differ: the data-plane token must not grant admin access")

@@ -28,7 +28,25 @@ func TestStorageTimeout(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.StorageTimeout = 0
-	require.ErrorContains(t, cfg.Validate(), "storage timeout 0s: want a positive duration such as 30s")
+	require.ErrorContains(t, cfg.Validate(), "storage_timeout (TIMESTORE_STORAGE_TIMEOUT) 0s: want a positive duration such as 30s")
 	_, err = Load("", []string{"TIMESTORE_STORAGE_TIMEOUT=soon"})
-	require.ErrorContains(t, err, "TIMESTORE_STORAGE_TIMEOUT")
+	require.ErrorContains(t, err, `TIMESTORE_STORAGE_TIMEOUT="soon": want a duration such as 30s, 5m or 1h`)
+}
+
+// An unreadable environment value says what form it wants, not which Go
+// parser failed.
+func TestEnvironmentValueHints(t *testing.T) {
+	t.Parallel()
+	for env, want := range map[string]string{
+		"TIMESTORE_QUERY_TIMEOUT=abc":                   `TIMESTORE_QUERY_TIMEOUT="abc": want a duration such as 30s`,
+		"TIMESTORE_QUERY_CONCURRENCY=four":              `TIMESTORE_QUERY_CONCURRENCY="four": want a whole number`,
+		"TIMESTORE_MAX_BODY_BYTES=10GB":                 `TIMESTORE_MAX_BODY_BYTES="10GB": want a whole number`,
+		"TIMESTORE_JOBS_WORKERS=maybe":                  `TIMESTORE_JOBS_WORKERS="maybe": want true or false`,
+		"TIMESTORE_DUCKDB_THREADS=99999999999999999999": `TIMESTORE_DUCKDB_THREADS="99999999999999999999": out of range`,
+	} {
+		_, err := Load("", []string{env})
+		require.ErrorContains(t, err, want, env)
+		require.NotContains(t, err.Error(), "strconv.", env)
+		require.NotContains(t, err.Error(), "time: ", env)
+	}
 }
