@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"regexp"
@@ -24,16 +25,22 @@ var unsafeKeyBytes = regexp.MustCompile(`[^A-Za-z0-9._=-]`)
 // clocks. The result is precise to the store's time resolution (S3: one
 // second).
 //
-// The probe's key is fixed per host (under ClockProbePrefix), so a probe
-// that could not be deleted is overwritten by the next one rather than
-// piling up; deleting it is best effort.
+// Every probe has a key of its own (under ClockProbePrefix: the host, the
+// process and a random part): processes on one host, and reconciles of
+// several datasets in one process, measure the same target at once, and
+// with a shared key one deleted the other's probe before it was read.
+// Deleting a probe is best effort; a probe left behind (a failed delete, a
+// crash) is deleted by a later probe once it is older than
+// ClockProbeMaxAge.
 func (t *Target) ClockOffset(ctx context.Context, now func() time.Time) (time.Duration, error) {
 	host, _ := os.Hostname()
 	host = unsafeKeyBytes.ReplaceAllString(host, "_")
 	if host == "" {
 		host = "host"
 	}
-	key := ClockProbePrefix + host
+	var random [8]byte
+	_, _ = rand.Read(random[:])
+	key := fmt.Sprintf("%s%s-%d-%x", ClockProbePrefix, host, os.Getpid(), random)
 	before := now()
 	if err := t.Bucket.Upload(ctx, key, strings.NewReader("timestore clock probe\n")); err != nil {
 		return 0, fmt.Errorf("clock probe on target %s: %w", t.Name, err)
@@ -44,5 +51,28 @@ func (t *Target) ClockOffset(ctx context.Context, now func() time.Time) (time.Du
 	if err != nil {
 		return 0, fmt.Errorf("clock probe on target %s: %w", t.Name, err)
 	}
-	return info.ModTime.Sub(before.Add(after.Sub(before) / 2)), nil
+	offset := info.ModTime.Sub(before.Add(after.Sub(before) / 2))
+	t.deleteStaleProbes(ctx, info.ModTime)
+	return offset, nil
+}
+
+// ClockProbeMaxAge is the age, on the target's clock, past which a probe
+// object is a leftover: a probe lives for the few milliseconds of one
+// ClockOffset call.
+const ClockProbeMaxAge = time.Hour
+
+// deleteStaleProbes deletes, best effort, the probes that earlier calls
+// left behind: those older than ClockProbeMaxAge at the target's time
+// targetNow.
+func (t *Target) deleteStaleProbes(ctx context.Context, targetNow time.Time) {
+	var stale []string
+	_ = t.List(ctx, ClockProbePrefix, func(o ObjectInfo) error {
+		if targetNow.Sub(o.ModTime) > ClockProbeMaxAge {
+			stale = append(stale, o.Key)
+		}
+		return nil
+	})
+	for _, key := range stale {
+		_ = t.Bucket.Delete(ctx, key)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"timestore/internal/storage"
 	"timestore/internal/testutil/s3test"
@@ -374,4 +375,51 @@ func TestClockOffset(t *testing.T) {
 	var keys []string
 	require.NoError(t, tg.List(ctx, "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
 	require.Empty(t, keys)
+}
+
+// Probes made at once (several processes on one host, several reconciles
+// in one process) do not delete each other's probe before it is read: with
+// one key per host, a probe's read found it deleted by another's cleanup.
+// A probe left behind long ago is deleted by a later probe.
+func TestClockOffsetConcurrentAndStale(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	targets, err := storage.NewTargets(ctx, dir, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = targets.Close() })
+	tg, err := targets.Get(storage.LocalTargetName)
+	require.NoError(t, err)
+
+	const probers, rounds = 8, 25
+	var g errgroup.Group
+	for range probers {
+		g.Go(func() error {
+			for range rounds {
+				if _, err := tg.ClockOffset(ctx, time.Now); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+
+	stale := storage.ClockProbePrefix + "gone-host-1-00"
+	require.NoError(t, tg.Bucket.Upload(ctx, stale, strings.NewReader("timestore clock probe\n")))
+	var path string
+	require.NoError(t, filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && strings.HasSuffix(p, "gone-host-1-00") {
+			path = p
+		}
+		return nil
+	}))
+	require.NotEmpty(t, path, "the stale probe's file")
+	old := time.Now().Add(-2 * storage.ClockProbeMaxAge)
+	require.NoError(t, os.Chtimes(path, old, old))
+	_, err = tg.ClockOffset(ctx, time.Now)
+	require.NoError(t, err)
+	var keys []string
+	require.NoError(t, tg.List(ctx, "", func(o storage.ObjectInfo) error { keys = append(keys, o.Key); return nil }))
+	require.Empty(t, keys, "every probe deleted, the stale one too")
 }
