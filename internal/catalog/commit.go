@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -61,6 +64,183 @@ func (s *Store) Commit(ctx context.Context, ch Change) (CommitResult, error) {
 	return res, nil
 }
 
+// GroupOutcome is what CommitGroup did with one member of a group.
+type GroupOutcome struct {
+	// Result is the member's own result: its partitions and rows, and the
+	// group's manifest version (or, on a replay, the first request's).
+	Result CommitResult
+	// Err is the member's own failure, which failed no other member:
+	// ErrInvalid (a malformed change) or ErrIdempotencyMismatch. Nothing of
+	// a member with Err was written.
+	Err error
+}
+
+// CommitGroup applies changes that only add partitions to one dataset, such
+// as concurrent ingests, in one transaction and one manifest version, and
+// returns each member's outcome in the order given:
+//
+//  1. Validate each change alone; one that is malformed, or removes,
+//     restores or runs InTx (which a group cannot share), fails alone.
+//  2. Lock the dataset row, as Commit does.
+//  3. Look up the members' idempotency keys: a used key with the same
+//     request hash is a replay of the first result; with another hash the
+//     member fails alone with ErrIdempotencyMismatch. A key used twice in
+//     the group is applied once, the later members replaying the first.
+//  4. Bump manifest_version by one and add every remaining member's files in
+//     it; record one manifest version (its summary lists the members) and,
+//     per member, its audit row, its Audit rows and its idempotency record.
+//
+// A member's result counts only its own partitions; every applied member
+// shares the group's Version. The returned error is the group's: the
+// dataset missing (ErrNotFound), an added object already referenced
+// (ErrConflict; retrying the members one by one finds which), changes to
+// different datasets or with different operations (ErrInvalid), or the
+// database failing. With that error nothing was changed, unless the COMMIT
+// itself failed, whose outcome is then unknown for every member.
+func (s *Store) CommitGroup(ctx context.Context, changes []Change) ([]GroupOutcome, error) {
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	first := changes[0]
+	for _, ch := range changes[1:] {
+		if ch.Dataset != first.Dataset || ch.Operation != first.Operation {
+			return nil, fmt.Errorf("commit group to dataset %q: %w", first.Dataset,
+				invalid(fmt.Errorf("a group takes one dataset and one operation, got %s to %q and %s to %q",
+					first.Operation, first.Dataset, ch.Operation, ch.Dataset)))
+		}
+	}
+	out := make([]GroupOutcome, len(changes))
+	for i, ch := range changes {
+		err := ch.validate()
+		if err == nil && (len(ch.Remove) > 0 || len(ch.Restore) > 0 || ch.InTx != nil) {
+			err = errors.New("a group commit only adds partitions: commit a change that removes, restores or runs in the transaction alone")
+		}
+		if err != nil {
+			out[i].Err = fmt.Errorf("commit %s to dataset %q: %w", ch.Operation, ch.Dataset, invalid(err))
+		}
+	}
+	err := s.inTx(ctx, readCommitted, func(tx pgx.Tx) error {
+		d, err := lockDataset(ctx, tx, first.Dataset)
+		if err != nil {
+			return err
+		}
+		apply, err := replayGroup(ctx, tx, d, changes, out)
+		if err != nil || len(apply) == 0 {
+			return err
+		}
+		return applyGroup(ctx, tx, d, changes, apply, out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("commit group of %d %s changes to dataset %q: %w", len(changes), first.Operation, first.Dataset, err)
+	}
+	return out, nil
+}
+
+// replayGroup settles the members of a group whose idempotency key was used
+// before or earlier in the group (step 3 of CommitGroup), filling their
+// outcomes, and returns the indexes of the members to apply. A member
+// replaying another member of the group has its result filled by
+// applyGroup.
+func replayGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, out []GroupOutcome) ([]int, error) {
+	var keys []string
+	for i, ch := range changes {
+		if out[i].Err == nil && ch.IdempotencyKey != "" {
+			keys = append(keys, ch.IdempotencyKey)
+		}
+	}
+	used := map[string]IdempotencyRecord{}
+	if len(keys) > 0 {
+		rows, err := tx.Query(ctx, `
+			SELECT `+idempotencyColumns+` FROM timestore.idempotency_keys
+			WHERE dataset_id = $1 AND key = ANY($2)`, d.ID, keys)
+		recs, err := collect(rows, err, scanIdempotency)
+		if err != nil {
+			return nil, fmt.Errorf("look up idempotency keys: %w", err)
+		}
+		for _, r := range recs {
+			used[r.Key] = r
+		}
+	}
+	var apply []int
+	inGroup := map[string]string{} // key -> request hash of the member applying it
+	for i, ch := range changes {
+		if out[i].Err != nil {
+			continue
+		}
+		key := ch.IdempotencyKey
+		rec, found := used[key]
+		hash, taken := inGroup[key]
+		switch {
+		case key == "":
+			apply = append(apply, i)
+		case found && rec.RequestHash != ch.RequestHash, taken && hash != ch.RequestHash:
+			out[i].Err = fmt.Errorf("commit %s to dataset %q: idempotency key %q: %w", ch.Operation, ch.Dataset, key, ErrIdempotencyMismatch)
+		case found:
+			out[i].Result = CommitResult{Version: rec.Version, Replayed: true, RowsWritten: rec.RowsWritten, PartitionsWritten: rec.PartitionsWritten}
+		case taken:
+			out[i].Result.Replayed = true // applyGroup copies the first member's counts
+		default:
+			inGroup[key] = ch.RequestHash
+			apply = append(apply, i)
+		}
+	}
+	return apply, nil
+}
+
+// applyGroup does the writing part of CommitGroup (step 4) for the members
+// apply, with the dataset row locked, and fills their outcomes and those of
+// members replaying them.
+func applyGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, apply []int, out []GroupOutcome) error {
+	version := d.ManifestVersion + 1
+	var files []PartitionFile
+	for _, i := range apply {
+		files = append(files, changes[i].Add...)
+	}
+	added, err := insertPartitions(ctx, tx, d.ID, version, files)
+	if err != nil {
+		return err
+	}
+	actors := make([]string, 0, len(apply))
+	members := make([]map[string]any, 0, len(apply))
+	for _, i := range apply {
+		ch := changes[i]
+		if !slices.Contains(actors, ch.Actor) {
+			actors = append(actors, ch.Actor)
+		}
+		members = append(members, map[string]any{"actor": ch.Actor, "idempotency_key": ch.IdempotencyKey,
+			"partitions": len(ch.Add), "summary": ch.Summary})
+	}
+	first := changes[apply[0]]
+	summary := map[string]any{"group_size": len(apply), "members": members}
+	if err := insertManifestVersion(ctx, tx, d.ID, version, first.Operation, nil, strings.Join(actors, ","), summary); err != nil {
+		return err
+	}
+	byKey := map[string]CommitResult{}
+	for _, i := range apply {
+		ch := changes[i]
+		mine := added[:len(ch.Add):len(ch.Add)]
+		added = added[len(ch.Add):]
+		res, err := recordChange(ctx, tx, d, version, ch, mine, 0, 0, map[string]any{"group_size": len(apply)})
+		if err != nil {
+			return err
+		}
+		out[i].Result = res
+		if ch.IdempotencyKey != "" {
+			byKey[ch.IdempotencyKey] = res
+		}
+	}
+	for i, ch := range changes {
+		if first, ok := byKey[ch.IdempotencyKey]; ok && out[i].Err == nil && out[i].Result.Replayed {
+			out[i].Result = CommitResult{Version: version, Replayed: true, RowsWritten: first.RowsWritten, PartitionsWritten: first.PartitionsWritten}
+		}
+	}
+	if _, err := tx.Exec(ctx,
+		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
+		return fmt.Errorf("bump manifest version: %w", err)
+	}
+	return nil
+}
+
 // applyChange does the writing part of Commit, with the dataset row locked.
 func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitResult, error) {
 	removedBytes, restoredBytes, err := checkTouched(ctx, tx, d.ID, ch.Remove, ch.Restore)
@@ -90,6 +270,26 @@ func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitRe
 		return CommitResult{}, err
 	}
 
+	res, err := recordChange(ctx, tx, d, version, ch, added, removedBytes, restoredBytes, nil)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	if _, err := tx.Exec(ctx,
+		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
+		return CommitResult{}, fmt.Errorf("bump manifest version: %w", err)
+	}
+	if ch.InTx != nil {
+		if err := ch.InTx(ctx, tx, version, added); err != nil {
+			return CommitResult{}, fmt.Errorf("in transaction: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// recordChange writes what one change did in version: its audit row (with
+// extra details merged in), the change's own Audit rows and its
+// idempotency record. It returns the change's result.
+func recordChange(ctx context.Context, tx pgx.Tx, d Dataset, version int64, ch Change, added []Partition, removedBytes, restoredBytes int64, extra map[string]any) (CommitResult, error) {
 	res := CommitResult{Version: version, Added: added, PartitionsWritten: int64(len(added))}
 	touched := make([]int64, 0, len(added)+len(ch.Remove)+len(ch.Restore))
 	var addedBytes int64
@@ -99,6 +299,18 @@ func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitRe
 		touched = append(touched, p.ID)
 	}
 	touched = append(append(touched, ch.Remove...), ch.Restore...)
+	details := map[string]any{
+		"manifest_version": version,
+		"job_id":           ch.JobID,
+		"added":            len(added),
+		"removed":          len(ch.Remove),
+		"restored":         len(ch.Restore),
+		"added_bytes":      addedBytes,
+		"removed_bytes":    removedBytes,
+		"restored_bytes":   restoredBytes,
+		"summary":          ch.Summary,
+	}
+	maps.Copy(details, extra)
 	entries := append([]AuditEntry{{
 		Actor:      ch.Actor,
 		Action:     ActionPartitionPrefix + ch.Operation,
@@ -106,17 +318,7 @@ func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitRe
 		Partitions: touched,
 		Bytes:      addedBytes + removedBytes + restoredBytes,
 		Reason:     ch.Reason,
-		Details: map[string]any{
-			"manifest_version": version,
-			"job_id":           ch.JobID,
-			"added":            len(added),
-			"removed":          len(ch.Remove),
-			"restored":         len(ch.Restore),
-			"added_bytes":      addedBytes,
-			"removed_bytes":    removedBytes,
-			"restored_bytes":   restoredBytes,
-			"summary":          ch.Summary,
-		},
+		Details:    details,
 	}}, ch.Audit...)
 	for _, e := range entries {
 		if e.Dataset == "" {
@@ -137,15 +339,6 @@ func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitRe
 			VALUES ($1, $2, $3, $4, $5, $6)`,
 			d.ID, ch.IdempotencyKey, ch.RequestHash, version, res.RowsWritten, res.PartitionsWritten); err != nil {
 			return CommitResult{}, fmt.Errorf("record idempotency key %q: %w", ch.IdempotencyKey, err)
-		}
-	}
-	if _, err := tx.Exec(ctx,
-		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
-		return CommitResult{}, fmt.Errorf("bump manifest version: %w", err)
-	}
-	if ch.InTx != nil {
-		if err := ch.InTx(ctx, tx, version, added); err != nil {
-			return CommitResult{}, fmt.Errorf("in transaction: %w", err)
 		}
 	}
 	return res, nil

@@ -337,3 +337,114 @@ func TestCommitInTxErrorRollsBackEverything(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, versionBefore, mv[0].Version)
 }
+
+// ingestChange is an ingest of files into the bundle's dataset.
+func ingestChange(key, hash string, files ...catalog.PartitionFile) catalog.Change {
+	return catalog.Change{Dataset: "metrics", Operation: catalog.OpIngest, Actor: "test", Add: files,
+		IdempotencyKey: key, RequestHash: hash, Summary: map[string]any{"key": key}}
+}
+
+// A group commits its members in one manifest version, each with its own
+// result, audit row and idempotency record; members that cannot apply (a
+// malformed change, a key reused with another body, before or within the
+// group) fail alone, and a key used twice in the group is applied once.
+func TestCommitGroupSharesOneVersion(t *testing.T) {
+	b := setup(t)
+	first := b.commit(t, ingestChange("used", "h-used", file(0, 1, 1)))
+	require.Equal(t, int64(1), first.Version)
+	before := b.auditCount(t)
+
+	out, err := b.store.CommitGroup(b.ctx, []catalog.Change{
+		ingestChange("", "", file(1, 10, 100), file(2, 20, 200)), // 0: applied
+		ingestChange("used", "h-used"+"-other", file(3, 1, 1)),   // 1: key reused with another body
+		ingestChange("k", "h-k", file(4, 30, 300)),               // 2: applied
+		ingestChange("k", "h-k", file(5, 1, 1)),                  // 3: replays 2
+		ingestChange("k", "h-k-other", file(6, 1, 1)),            // 4: reuses 2's key with another body
+		ingestChange("used", "h-used", file(7, 1, 1)),            // 5: replays the first commit
+		{Dataset: "metrics", Operation: catalog.OpIngest},        // 6: empty
+		ingestChange("", "", file(8, 40, 400)),                   // 7: applied
+	})
+	require.NoError(t, err)
+	require.Len(t, out, 8)
+	for _, i := range []int{0, 2, 7} {
+		require.NoError(t, out[i].Err, "member %d", i)
+		require.Equal(t, int64(2), out[i].Result.Version, "member %d", i)
+		require.False(t, out[i].Result.Replayed)
+	}
+	require.Equal(t, int64(30), out[0].Result.RowsWritten)
+	require.Equal(t, int64(2), out[0].Result.PartitionsWritten)
+	require.Len(t, out[0].Result.Added, 2)
+	require.Equal(t, int64(30), out[2].Result.RowsWritten)
+	require.Equal(t, int64(40), out[7].Result.RowsWritten)
+	require.ErrorIs(t, out[1].Err, catalog.ErrIdempotencyMismatch)
+	require.ErrorIs(t, out[4].Err, catalog.ErrIdempotencyMismatch)
+	require.ErrorIs(t, out[6].Err, catalog.ErrInvalid)
+	require.Equal(t, catalog.CommitResult{Version: 2, Replayed: true, RowsWritten: 30, PartitionsWritten: 1}, out[3].Result)
+	require.NoError(t, out[3].Err)
+	require.Equal(t, catalog.CommitResult{Version: 1, Replayed: true, RowsWritten: 1, PartitionsWritten: 1}, out[5].Result)
+	require.NoError(t, out[5].Err)
+
+	require.Equal(t, int64(2), b.version(t), "one manifest version for the group")
+	totals, err := b.store.DatasetTotals(b.ctx, b.ds.ID)
+	require.NoError(t, err)
+	require.Equal(t, catalog.Totals{Partitions: 5, Rows: 101, Bytes: 1001}, totals)
+
+	versions, err := b.store.ManifestVersions(b.ctx, b.ds.ID, 1)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, versions[0].Summary["group_size"])
+	require.Len(t, versions[0].Summary["members"], 3)
+
+	entries, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Dataset: "metrics", Action: catalog.ActionPartitionPrefix + catalog.OpIngest, Limit: 3})
+	require.NoError(t, err)
+	require.Len(t, entries, 3)
+	require.Equal(t, before+3, b.auditCount(t), "one audit row per applied member, none for the others")
+	require.Equal(t, ids(out[7].Result.Added), entries[0].Partitions, "each member's audit row names its own partitions")
+	require.Equal(t, ids(out[2].Result.Added), entries[1].Partitions)
+	require.Equal(t, ids(out[0].Result.Added), entries[2].Partitions)
+	for _, e := range entries {
+		require.EqualValues(t, 2, e.Details["manifest_version"])
+		require.EqualValues(t, 3, e.Details["group_size"])
+	}
+
+	rec, found, err := b.store.LookupIdempotency(b.ctx, b.ds.ID, "k")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, "h-k", rec.RequestHash)
+	require.Equal(t, int64(2), rec.Version)
+	require.Equal(t, int64(30), rec.RowsWritten)
+
+	// Across groups, the key replays.
+	out, err = b.store.CommitGroup(b.ctx, []catalog.Change{ingestChange("k", "h-k", file(9, 1, 1)), ingestChange("", "", file(10, 1, 1))})
+	require.NoError(t, err)
+	require.Equal(t, catalog.CommitResult{Version: 2, Replayed: true, RowsWritten: 30, PartitionsWritten: 1}, out[0].Result)
+	require.Equal(t, int64(3), out[1].Result.Version)
+}
+
+// A group whose transaction cannot apply (an added object already
+// referenced, the dataset gone, members of different datasets) fails as a
+// whole and changes nothing.
+func TestCommitGroupFailsWhole(t *testing.T) {
+	b := setup(t)
+	res := b.commit(t, ingestChange("", "", file(0, 1, 1)))
+	again := file(1, 1, 1)
+	again.Key = res.Added[0].Key
+	before := b.auditCount(t)
+
+	_, err := b.store.CommitGroup(b.ctx, []catalog.Change{ingestChange("k", "h", file(2, 1, 1)), ingestChange("", "", again)})
+	require.ErrorIs(t, err, catalog.ErrConflict)
+	_, err = b.store.CommitGroup(b.ctx, []catalog.Change{ingestChange("", "", file(3, 1, 1)), {Dataset: "other", Operation: catalog.OpIngest, Add: []catalog.PartitionFile{file(4, 1, 1)}}})
+	require.ErrorIs(t, err, catalog.ErrInvalid)
+	gone := []catalog.Change{ingestChange("", "", file(5, 1, 1)), ingestChange("", "", file(6, 1, 1))}
+	gone[0].Dataset, gone[1].Dataset = "nope", "nope"
+	_, err = b.store.CommitGroup(b.ctx, gone)
+	require.ErrorIs(t, err, catalog.ErrNotFound)
+
+	require.Equal(t, int64(1), b.version(t))
+	require.Equal(t, before, b.auditCount(t))
+	_, found, err := b.store.LookupIdempotency(b.ctx, b.ds.ID, "k")
+	require.NoError(t, err)
+	require.False(t, found, "the failed group recorded no idempotency key")
+	parts, err := b.store.Partitions(b.ctx, "metrics", catalog.PartitionsStateAll)
+	require.NoError(t, err)
+	require.Len(t, parts, 1)
+}

@@ -6,7 +6,12 @@
 // not take them) the uploads are discarded through the catalog's discard
 // protocol (objects.Uploads.Discard; reconcile reclaims anything left).
 //
-// The rules it follows (write before reference, unknown commit outcomes): docs/design.md.
+// Concurrent requests into one dataset share manifest commits (group
+// commit, committer.go): one catalog transaction and manifest version for
+// the requests whose uploads are done while another commit runs.
+//
+// The rules it follows (write before reference, unknown commit outcomes,
+// group commit): docs/design.md.
 package ingest
 
 import (
@@ -61,6 +66,7 @@ type Store interface {
 	GetDataset(ctx context.Context, name string) (catalog.Dataset, error)
 	LookupIdempotency(ctx context.Context, datasetID int64, key string) (catalog.IdempotencyRecord, bool, error)
 	Commit(ctx context.Context, ch catalog.Change) (catalog.CommitResult, error)
+	CommitGroup(ctx context.Context, changes []catalog.Change) ([]catalog.GroupOutcome, error)
 	objects.Discarder
 }
 
@@ -84,6 +90,10 @@ type Options struct {
 	// CommitTimeout bounds the manifest commit, which is not cancelled with
 	// the request (see Ingest). Defaults to CommitTimeoutDefault.
 	CommitTimeout time.Duration
+	// GroupCommitMax bounds how many concurrent requests into one dataset
+	// share one manifest commit (group commit, see Ingest). Defaults to
+	// GroupCommitMaxDefault; 1 commits every request alone.
+	GroupCommitMax int
 }
 
 // CommitTimeoutDefault is the default Options.CommitTimeout.
@@ -91,8 +101,9 @@ const CommitTimeoutDefault = 30 * time.Second
 
 // Service ingests rows.
 type Service struct {
-	opts    Options
-	metrics *metrics
+	opts      Options
+	metrics   *metrics
+	committer *committer
 }
 
 type metrics struct {
@@ -110,11 +121,20 @@ func New(opts Options) *Service {
 	if opts.CommitTimeout <= 0 {
 		opts.CommitTimeout = CommitTimeoutDefault
 	}
+	if opts.GroupCommitMax <= 0 {
+		opts.GroupCommitMax = GroupCommitMaxDefault
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := promauto.With(opts.Registerer)
-	return &Service{opts: opts, metrics: &metrics{
+	groupSize := f.NewHistogram(prometheus.HistogramOpts{
+		Name: "timestore_ingest_commit_group_size", Help: "Ingest requests committed together in one manifest commit (group commit).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+	})
+	c := &committer{store: opts.Store, max: opts.GroupCommitMax, timeout: opts.CommitTimeout, size: groupSize,
+		queues: map[string][]*member{}}
+	return &Service{opts: opts, committer: c, metrics: &metrics{
 		rows: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "timestore_ingest_rows_total", Help: "Rows ingested and committed, by dataset.",
 		}, []string{"dataset"}),
@@ -133,6 +153,13 @@ func New(opts Options) *Service {
 
 // Ingest runs one request. Bad input comes back as *engine.InputError and
 // changes nothing.
+//
+// Concurrent requests into one dataset whose uploads are done share one
+// manifest commit (group commit): each is answered with its own rows and
+// partitions, the group's manifest version, only after that commit ended.
+// A request whose change cannot apply (an idempotency key reused with
+// another body) fails alone; a commit that fails fails every member of its
+// group, and each discards its uploads as a failed commit does.
 func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err error) {
 	start := time.Now()
 	defer func() {
@@ -217,9 +244,9 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 	if err == nil {
 		// Once the files are uploaded the commit runs to its end even if
 		// the client goes away: a commit cut short leaves its outcome
-		// unknown, and finishing it is cheap.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.CommitTimeout)
-		cr, err = s.opts.Store.Commit(cctx, catalog.Change{
+		// unknown, and finishing it is cheap. The committer waits for it
+		// whatever ctx does.
+		cr, err = s.committer.commit(ctx, catalog.Change{
 			Dataset:        ds.Name,
 			Operation:      catalog.OpIngest,
 			Actor:          req.Actor,
@@ -228,7 +255,6 @@ func (s *Service) Ingest(ctx context.Context, req Request) (res Result, err erro
 			RequestHash:    hash,
 			Summary:        map[string]any{"format": string(req.Format), "body_bytes": size},
 		})
-		cancel()
 	}
 	if err != nil || cr.Replayed {
 		// Remove what we uploaded unless the manifest references it: a
