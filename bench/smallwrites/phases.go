@@ -167,7 +167,7 @@ func (l *lockSampler) run(ctx context.Context, dbURL string, interval time.Durat
 					l.waiting++
 				case hasXID && waitType != "Lock":
 					if waitEvent == "" {
-						waitEvent = "running"
+						waitEvent = "no wait event"
 					}
 					l.holding[state+" · "+waitEvent+" · "+statement(query)]++
 				}
