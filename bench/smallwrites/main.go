@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"timestore/bench/internal/benchenv"
@@ -70,7 +71,10 @@ type caseResult struct {
 	objects                       int
 	tsQueries, pgQueries, compact queryTimes
 	compactTook                   time.Duration
-	merges, objectsAfter          int
+	// tsCPU is the process's CPU time during timestore's load: the server,
+	// its DuckDB threads and the in-process clients.
+	tsCPU                time.Duration
+	merges, objectsAfter int
 }
 
 func main() {
@@ -126,9 +130,11 @@ func main() {
 		if detail {
 			stopDetail = startDetail(ctx, ts, phases, &locks)
 		}
+		cpu0 := cpuTime()
 		res.ts, err = runLoad(ctx, *clients, shape, *duration, func(ctx context.Context, _ int, rows []row) error {
 			return ts.ingest(ctx, name, rows)
 		})
+		res.tsCPU = cpuTime() - cpu0
 		if stopDetail != nil {
 			stopDetail()
 		}
@@ -231,6 +237,16 @@ func timeQueries(run func(sql string) (int, string, error), table, perMinute str
 	return q
 }
 
+// cpuTime is the CPU time (user + system, all threads) the process has used
+// so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func parseSizes(s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
@@ -264,6 +280,7 @@ func report(results []caseResult, phases *phaseRecorder, locks *lockSampler, lar
 		fmt.Printf("| requests/s | %.1f | %.1f | %.2f× |\n", r.ts.reqsPerSec(), r.pg.reqsPerSec(), r.ts.reqsPerSec()/r.pg.reqsPerSec())
 		fmt.Printf("| latency p50 / p99 ms | %s / %s | %s / %s | |\n", ms(r.ts.percentile(50)), ms(r.ts.percentile(99)), ms(r.pg.percentile(50)), ms(r.pg.percentile(99)))
 		fmt.Printf("| requests (rows) in the load | %d (%d) | %d (%d) | |\n", r.ts.requests, r.ts.rows, r.pg.requests, r.pg.rows)
+		fmt.Printf("| process CPU per request (server, DuckDB, in-process clients), ms | %s (%.2f cores busy) | – | |\n", ms(r.tsCPU/time.Duration(max(1, r.ts.requests))), r.tsCPU.Seconds()/r.ts.elapsed.Seconds())
 		fmt.Printf("| Parquet files created by the load | %d | – | |\n", r.objects)
 		fmt.Printf("| `SELECT count(*)` right after, ms | %s | %s | %.2f× |\n", ms(r.tsQueries.count), ms(r.pgQueries.count), r.tsQueries.count.Seconds()/r.pgQueries.count.Seconds())
 		fmt.Printf("| per-minute aggregate (%d minutes) right after, ms | %s | %s | %.2f× |\n", r.tsQueries.minutes, ms(r.tsQueries.perMinute), ms(r.pgQueries.perMinute), r.tsQueries.perMinute.Seconds()/r.pgQueries.perMinute.Seconds())
