@@ -284,7 +284,7 @@ func report(results []caseResult, phases *phaseRecorder, locks *lockSampler, lar
 		fmt.Printf("| Parquet files created by the load | %d | – | |\n", r.objects)
 		fmt.Printf("| `SELECT count(*)` right after, ms | %s | %s | %.2f× |\n", ms(r.tsQueries.count), ms(r.pgQueries.count), r.tsQueries.count.Seconds()/r.pgQueries.count.Seconds())
 		fmt.Printf("| per-minute aggregate (%d minutes) right after, ms | %s | %s | %.2f× |\n", r.tsQueries.minutes, ms(r.tsQueries.perMinute), ms(r.pgQueries.perMinute), r.tsQueries.perMinute.Seconds()/r.pgQueries.perMinute.Seconds())
-		fmt.Printf("| compaction (admin API job, waited for) | %d merges → %d files, %.1f s | – | |\n", r.merges, r.objectsAfter, r.compactTook.Seconds())
+		fmt.Printf("| compaction (admin API jobs, waited for): merges, live files after, time | %d, %d, %.1f s | – | |\n", r.merges, r.objectsAfter, r.compactTook.Seconds())
 		fmt.Printf("| `SELECT count(*)` after compaction, ms | %s (%.1f× faster than right after) | – | |\n", ms(r.compact.count), r.tsQueries.count.Seconds()/r.compact.count.Seconds())
 		fmt.Printf("| per-minute aggregate after compaction, ms | %s (%.1f× faster than right after) | – | |\n\n", ms(r.compact.perMinute), r.tsQueries.perMinute.Seconds()/r.compact.perMinute.Seconds())
 	}
