@@ -13,11 +13,11 @@
 // timestore also after compaction, triggered through the admin API and
 // waited for.
 //
-// During timestore's load with the largest batch size it also records where
-// a request's time goes, from the server's own spans (HTTP, DuckDB,
-// storage), and how long requests wait for the dataset row lock of the
-// manifest commit, from pg_stat_activity sampled every 5 ms; -cpuprofile
-// writes a CPU profile of the process during that load. See
+// During each of timestore's loads it also records where a request's time
+// goes, from the server's own spans (HTTP, DuckDB, storage), and how long
+// requests wait for the dataset row lock of the manifest commit, from
+// pg_stat_activity sampled every 5 ms; -cpuprofile writes a CPU profile of
+// the process during the load with the largest batches. See
 // docs/benchmarks.md, "Small, frequent writes".
 package main
 
@@ -73,7 +73,13 @@ type caseResult struct {
 	compactTook                   time.Duration
 	// tsCPU is the process's CPU time during timestore's load: the server,
 	// its DuckDB threads and the in-process clients.
-	tsCPU                time.Duration
+	tsCPU time.Duration
+	// phases, phaseRequests, filesPerRequest and locks describe
+	// timestore's requests during its load.
+	phases               []phaseStats
+	phaseRequests        int
+	filesPerRequest      float64
+	locks                *lockSampler
 	merges, objectsAfter int
 }
 
@@ -108,7 +114,6 @@ func main() {
 
 	largest := slices.Max(sizes)
 	var results []caseResult
-	var locks lockSampler
 	for _, size := range sizes {
 		res := caseResult{size: size}
 		shape := batchShape{size: size, spread: *spread, sorted: !*unsorted}
@@ -120,24 +125,21 @@ func main() {
 			log.Fatal(err)
 		}
 
-		// timestore's load, recorded in detail for the largest batches.
+		// timestore's load, with its phases and row-lock samples.
 		before, err := ts.countObjects()
 		if err != nil {
 			log.Fatal(err)
 		}
-		detail := size == largest
-		var stopDetail func()
-		if detail {
-			stopDetail = startDetail(ctx, ts, phases, &locks)
-		}
+		res.locks = &lockSampler{}
+		stopDetail := startDetail(ctx, ts, phases, res.locks, size == largest)
 		cpu0 := cpuTime()
 		res.ts, err = runLoad(ctx, *clients, shape, *duration, func(ctx context.Context, _ int, rows []row) error {
 			return ts.ingest(ctx, name, rows)
 		})
 		res.tsCPU = cpuTime() - cpu0
-		if stopDetail != nil {
-			stopDetail()
-		}
+		stopDetail()
+		res.phases, res.phaseRequests = phases.summary()
+		res.filesPerRequest = phases.filesPerRequest()
 		if err != nil {
 			log.Fatalf("timestore load of %d-row batches: %v", size, err)
 		}
@@ -176,19 +178,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "%d-row batches: timestore %.0f rows/s, Postgres %.0f rows/s\n", size, res.ts.rowsPerSec(), res.pg.rowsPerSec())
 		results = append(results, res)
 	}
-	report(results, phases, &locks, largest, pgVersion)
+	report(results, pgVersion)
 }
 
-// startDetail starts what is recorded during the detailed load: the phase
-// spans, the lock sampler and, with -cpuprofile, the CPU profile. The
-// returned function stops them.
-func startDetail(ctx context.Context, ts *timestore, phases *phaseRecorder, locks *lockSampler) func() {
+// startDetail starts what is recorded during a timestore load: the phase
+// spans (from scratch), the lock sampler and, with -cpuprofile and profile
+// set, the CPU profile. The returned function stops them.
+func startDetail(ctx context.Context, ts *timestore, phases *phaseRecorder, locks *lockSampler, profile bool) func() {
+	phases.reset()
 	phases.recording.Store(true)
 	sctx, cancel := context.WithCancel(ctx)
 	sampled := make(chan error, 1)
 	go func() { sampled <- locks.run(sctx, ts.dbURL, lockSampleEvery) }()
 	var prof *os.File
-	if *cpuProfile != "" {
+	if *cpuProfile != "" && profile {
 		var err error
 		if prof, err = os.Create(*cpuProfile); err != nil {
 			log.Fatal(err)
@@ -264,7 +267,7 @@ func ms(d time.Duration) string {
 }
 
 // report prints the markdown tables.
-func report(results []caseResult, phases *phaseRecorder, locks *lockSampler, largest int, pgVersion string) {
+func report(results []caseResult, pgVersion string) {
 	fmt.Printf("machine: %s, Postgres %s\n", benchenv.Machine(), pgVersion)
 	order := "in time order"
 	if *unsorted {
@@ -289,22 +292,30 @@ func report(results []caseResult, phases *phaseRecorder, locks *lockSampler, lar
 		fmt.Printf("| per-minute aggregate after compaction, ms | %s (%.1f× faster than right after) | – | |\n\n", ms(r.compact.perMinute), r.tsQueries.perMinute.Seconds()/r.compact.perMinute.Seconds())
 	}
 
-	stats, n := phases.summary()
-	if n == 0 {
+	for _, r := range results {
+		breakdown(r)
+	}
+}
+
+// breakdown prints where the time of one batch size's timestore requests went.
+func breakdown(r caseResult) {
+	if r.phaseRequests == 0 {
 		return
 	}
-	var reqRate float64
-	for _, r := range results {
-		if r.size == largest {
-			reqRate = r.ts.reqsPerSec()
-		}
-	}
-	fmt.Printf("### Where a %d-row ingest's time goes (%d requests, %.2f files each, %d clients)\n\n", largest, n, phases.filesPerRequest(), *clients)
+	fmt.Printf("### Where a %d-row ingest's time goes (%d requests, %.2f files each, %d clients)\n\n", r.size, r.phaseRequests, r.filesPerRequest, *clients)
 	fmt.Println("| phase | mean ms | median ms |")
 	fmt.Println("|---|---|---|")
-	for _, s := range stats {
+	for _, s := range r.phases {
 		fmt.Printf("| %s | %s | %s |\n", s.name, ms(s.mean), ms(s.median))
 	}
+	var sum time.Duration
+	for _, d := range r.ts.latencies {
+		sum += d
+	}
+	fmt.Printf("| the request as the client saw it (encoding, HTTP over loopback) | %s | %s |\n",
+		ms(sum/time.Duration(max(1, len(r.ts.latencies)))), ms(r.ts.percentile(50)))
+	reqRate := r.ts.reqsPerSec()
+	locks := r.locks
 	wait := time.Duration(locks.meanWaiting() / reqRate * float64(time.Second))
 	fmt.Printf("\nThe dataset row lock (pg_stat_activity every %s, %d samples): on average %.2f requests wait for it, so by Little's law a request waits %s ms (part of its commit phase above). Backends in a write transaction, by what they are doing (mean number at a sample; the sum is the fraction of time the lock is held):\n\n",
 		lockSampleEvery, locks.samples, locks.meanWaiting(), ms(wait))
@@ -318,5 +329,5 @@ func report(results []caseResult, phases *phaseRecorder, locks *lockSampler, lar
 			fmt.Printf("| %s | %.3f |\n", k, means[i])
 		}
 	}
-	fmt.Printf("| all: the lock is held %.0f%% of the time, %s ms per commit | %.3f |\n", 100*held, ms(time.Duration(held/reqRate*float64(time.Second))), held)
+	fmt.Printf("| all: the lock is held %.0f%% of the time, %s ms per commit | %.3f |\n\n", 100*held, ms(time.Duration(held/reqRate*float64(time.Second))), held)
 }

@@ -93,6 +93,14 @@ func (p *phaseRecorder) OnEnd(s sdktrace.ReadOnlySpan) {
 	p.uploads = append(p.uploads, uploads)
 }
 
+// reset forgets what was recorded.
+func (p *phaseRecorder) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phases = map[string][]time.Duration{}
+	p.uploads = nil
+}
+
 // phaseStats is the mean and median of one phase.
 type phaseStats struct {
 	name         string
