@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -197,13 +196,12 @@ func (d *nativeDecoder) decodeNDJSON(body []byte) ([]nativeRow, error) {
 		} else {
 			body = nil
 		}
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.UseNumber()
-		row, err := d.decodeObject(dec)
+		sc := &jsonScanner{buf: line}
+		row, err := d.decodeObject(sc)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if !sc.atEnd() {
 			return nil, errNotNative
 		}
 		rows = append(rows, row)
@@ -213,57 +211,42 @@ func (d *nativeDecoder) decodeNDJSON(body []byte) ([]nativeRow, error) {
 
 // decodeJSONArray reads an array of objects.
 func (d *nativeDecoder) decodeJSONArray(body []byte) ([]nativeRow, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+	sc := &jsonScanner{buf: body}
+	if !sc.consume('[') {
 		return nil, errNotNative
 	}
 	var rows []nativeRow
-	for dec.More() {
-		row, err := d.decodeObject(dec)
+	for {
+		row, err := d.decodeObject(sc)
 		if err != nil {
 			return nil, err
 		}
 		rows = append(rows, row)
+		if sc.consume(',') {
+			continue
+		}
+		if !sc.consume(']') || !sc.atEnd() {
+			return nil, errNotNative
+		}
+		return rows, nil
 	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
-		return nil, errNotNative
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errNotNative
-	}
-	return rows, nil
 }
 
 // decodeObject reads one flat object whose keys are distinct columns.
-func (d *nativeDecoder) decodeObject(dec *json.Decoder) (nativeRow, error) {
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nativeRow{}, errNotNative
-	}
+func (d *nativeDecoder) decodeObject(sc *jsonScanner) (nativeRow, error) {
 	row := d.newRow()
 	seen := make([]bool, len(d.ds.Columns))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nativeRow{}, errNotNative
-		}
-		key, _ := tok.(string)
+	ok := sc.object(func(key string, kind jsonKind, text string) bool {
 		c, ok := d.colIdx[key]
 		if !ok || seen[c] {
-			return nativeRow{}, errNotNative
+			return false
 		}
 		seen[c] = true
-		tok, err = dec.Token()
-		if err != nil {
-			return nativeRow{}, errNotNative
-		}
-		v, ok := d.fromJSON(c, tok)
-		if !ok {
-			return nativeRow{}, errNotNative
-		}
+		v, ok := d.fromJSON(c, kind, text)
 		row.vals[c] = v
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return ok
+	})
+	if !ok {
 		return nativeRow{}, errNotNative
 	}
 	if err := d.finish(&row); err != nil {
@@ -274,26 +257,23 @@ func (d *nativeDecoder) decodeObject(dec *json.Decoder) (nativeRow, error) {
 
 // fromJSON converts a JSON value of column c: null, a string read as text,
 // a number or boolean literal where the column's type takes it.
-func (d *nativeDecoder) fromJSON(c int, tok json.Token) (nativeValue, bool) {
+func (d *nativeDecoder) fromJSON(c int, kind jsonKind, text string) (nativeValue, bool) {
 	typ := d.ds.Columns[c].Type
-	switch v := tok.(type) {
-	case nil:
+	switch kind {
+	case jsonNull:
 		return nativeValue{null: true}, true
-	case string:
-		if strings.ContainsRune(v, utf8.RuneError) || strings.ContainsRune(v, 0) {
-			return nativeValue{}, false // invalid UTF-8 or surrogates replaced
-		}
-		return d.fromText(c, v)
-	case json.Number:
+	case jsonString:
+		return d.fromText(c, text)
+	case jsonNumber:
 		switch {
 		case isInteger(typ):
-			return parseNativeInt(typ, string(v))
+			return parseNativeInt(typ, text)
 		case typ == catalog.TypeDouble:
-			return parseNativeDouble(string(v))
+			return parseNativeDouble(text)
 		}
-	case bool:
+	case jsonBool:
 		if typ == catalog.TypeBoolean {
-			return nativeValue{b: v}, true
+			return nativeValue{b: text == "true"}, true
 		}
 	}
 	return nativeValue{}, false

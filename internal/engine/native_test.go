@@ -165,6 +165,22 @@ func TestNativeValues(t *testing.T) {
 			count(diffIngest(t, valueDataset(typ), FormatCSV, "t,v\n2024-03-01T00:00:00Z,"+field+"\n"))
 		}
 	}
+	// JSON string escapes and white space.
+	for _, line := range []string{
+		`{"t":"2024-03-01T00:00:00Z","v":"\u00e9\/\\\"\b\f\n\r\t"}`,
+		`{"t":"2024-03-01T00:00:00Z","v":"\ud83c\udf89 \u2028"}`,
+		`{"t":"2024-03-01T00:00:00Z","v":"\ud83c"}`,
+		`{"t":"2024-03-01T00:00:00Z","v":"\u0000"}`,
+		`{"t":"2024-03-01T00:00:00Z","v":"a	b"}`,
+		` { "t" : "2024-03-01T00:00:00Z" ,	"v" : "x" } `,
+		`{"t":"2024-03-01T00:00:00Z","v":"x"}{"t":"2024-03-01T00:00:00Z"}`,
+		`{"t":"2024-03-01T00:00:00Z","v":"x",}`,
+		`{"t":"2024-03-01T00:00:00Z","t":"2024-03-01T00:00:01Z"}`,
+		`{"t":"2024-03-01T00:00:00Z","V":"x"}`,
+		`{}`,
+	} {
+		count(diffIngest(t, valueDataset(catalog.TypeVarchar), FormatNDJSON, line+"\n"))
+	}
 	t.Logf("native: %d inputs, left to DuckDB: %d", native, fallback)
 	require.Greater(t, native, 100, "the native path read few inputs")
 }
@@ -176,7 +192,7 @@ type randomBatch struct {
 	csv, ndjson, jsonArr string
 }
 
-var randomStrings = []string{"", "x", "hello, world", `say "hi"`, "ünïcödé", "日本語", "emoji 🎉", " padded ", "line\nbreak", "tab\there", "a,b,c", "NULL", "null", "1.5", "true", "\\N", "'", "ÿ", "zz", "A"}
+var randomStrings = []string{"", "x", "hello, world", `say "hi"`, "ünïcödé", "日本語", "emoji 🎉", " padded ", "line\nbreak", "tab\there", "a,b,c", "NULL", "null", "1.5", "true", "\\N", "'", "ÿ", "zz", "A", "<a&b>", "\u2028", "é\\/"}
 
 func randomTimeText(r *rand.Rand, exotic bool) (string, time.Time) {
 	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
