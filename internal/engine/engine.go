@@ -3,6 +3,12 @@
 // window, computes their statistics, and runs user SQL over a dataset's
 // Parquet files inside a locked-down DuckDB instance.
 //
+// Small uploads (Config.NativeInputMaxBytes) are first read by a strict Go
+// reader that writes the same files without DuckDB's fixed cost per request
+// (native.go); whatever it does not read with certainty, every refusal
+// included, goes to DuckDB. docs/design.md ("How an ingest body becomes
+// files") explains the split.
+//
 // The Engine owns one long-lived DuckDB instance for trusted work (ingest,
 // statistics, later compaction and export). User queries never run there:
 // they run in separate in-memory DuckDB instances, each restricted to the

@@ -120,7 +120,6 @@ func (d *nativeDecoder) decodeCSV(body []byte) ([]nativeRow, error) {
 		return nil, errNotNative
 	}
 	r := csv.NewReader(bytes.NewReader(body))
-	r.ReuseRecord = false
 	header, err := r.Read()
 	if err != nil {
 		return nil, errNotNative

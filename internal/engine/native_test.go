@@ -348,6 +348,10 @@ func TestNativeRandomBatches(t *testing.T) {
 	if testing.Short() {
 		seeds = 30
 	}
+	// TIMESTORE_TEST_NATIVE_SEEDS=n runs n seeds (a longer search).
+	if n, err := strconv.Atoi(os.Getenv("TIMESTORE_TEST_NATIVE_SEEDS")); err == nil && n > 0 {
+		seeds = n
+	}
 	var native, fallback int
 	for seed := range seeds {
 		r := rand.New(rand.NewPCG(uint64(seed), 14))
