@@ -43,6 +43,9 @@ const (
 	// StorageTimeoutDefault bounds how long a storage call waits for its
 	// target to answer (see storage.NewDeadlineBucket).
 	StorageTimeoutDefault = 30 * time.Second
+	// NativeIngestMaxBytesDefault is the largest ingest body read in Go
+	// rather than by DuckDB: 1 MiB.
+	NativeIngestMaxBytesDefault int64 = 1 << 20
 	// LogFormatDefault is "json"; "text" is the other choice.
 	LogFormatDefault = "json"
 	// LogLevelDefault is "info".
@@ -100,6 +103,12 @@ type Config struct {
 	DuckDBMemoryLimit string `yaml:"duckdb_memory_limit"`
 	// DuckDBThreads is DuckDB's thread count (TIMESTORE_DUCKDB_THREADS, duckdb_threads). 0: one per core.
 	DuckDBThreads int `yaml:"duckdb_threads"`
+	// NativeIngestMaxBytes is the size up to which an ingest body is read
+	// in Go instead of DuckDB, without DuckDB's fixed cost per request; a
+	// body the Go reader does not read with certainty still goes to DuckDB
+	// (TIMESTORE_NATIVE_INGEST_MAX_BYTES, native_ingest_max_bytes). 0 sends
+	// every body to DuckDB. Defaults to NativeIngestMaxBytesDefault.
+	NativeIngestMaxBytes int64 `yaml:"native_ingest_max_bytes"`
 	// LogFormat is "json" or "text" (TIMESTORE_LOG_FORMAT, log_format). Defaults to LogFormatDefault.
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is debug, info, warn or error (TIMESTORE_LOG_LEVEL, log_level). Defaults to LogLevelDefault.
@@ -142,19 +151,20 @@ type JobsConfig struct {
 // Default returns a Config with every default applied.
 func Default() Config {
 	return Config{
-		Listen:            ListenDefault,
-		DataDir:           DataDirDefault,
-		Targets:           map[string]string{},
-		MaxBodyBytes:      MaxBodyBytesDefault,
-		QueryTimeout:      QueryTimeoutDefault,
-		QueryConcurrency:  QueryConcurrencyDefault,
-		QuerySpillLimit:   QuerySpillLimitDefault,
-		ReadHeaderTimeout: ReadHeaderTimeoutDefault,
-		ReadTimeout:       ReadTimeoutDefault,
-		CacheMaxBytes:     CacheMaxBytesDefault,
-		StorageTimeout:    StorageTimeoutDefault,
-		LogFormat:         LogFormatDefault,
-		LogLevel:          LogLevelDefault,
+		Listen:               ListenDefault,
+		DataDir:              DataDirDefault,
+		Targets:              map[string]string{},
+		MaxBodyBytes:         MaxBodyBytesDefault,
+		QueryTimeout:         QueryTimeoutDefault,
+		QueryConcurrency:     QueryConcurrencyDefault,
+		QuerySpillLimit:      QuerySpillLimitDefault,
+		ReadHeaderTimeout:    ReadHeaderTimeoutDefault,
+		ReadTimeout:          ReadTimeoutDefault,
+		CacheMaxBytes:        CacheMaxBytesDefault,
+		StorageTimeout:       StorageTimeoutDefault,
+		NativeIngestMaxBytes: NativeIngestMaxBytesDefault,
+		LogFormat:            LogFormatDefault,
+		LogLevel:             LogLevelDefault,
 	}
 }
 
@@ -221,6 +231,8 @@ func (c *Config) applyEnv(environ []string) error {
 			c.StorageTimeout, err = time.ParseDuration(v)
 		case "TIMESTORE_DUCKDB_MEMORY_LIMIT":
 			c.DuckDBMemoryLimit = v
+		case "TIMESTORE_NATIVE_INGEST_MAX_BYTES":
+			c.NativeIngestMaxBytes, err = strconv.ParseInt(v, 10, 64)
 		case "TIMESTORE_DUCKDB_THREADS":
 			c.DuckDBThreads, err = strconv.Atoi(v)
 		case "TIMESTORE_LOG_FORMAT":
@@ -287,6 +299,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		return errors.New("max_body_bytes (TIMESTORE_MAX_BODY_BYTES) must be positive")
+	}
+	if c.NativeIngestMaxBytes < 0 {
+		return errors.New("native_ingest_max_bytes (TIMESTORE_NATIVE_INGEST_MAX_BYTES) must be 0 (off) or a positive size in bytes")
 	}
 	if c.QueryTimeout <= 0 {
 		return errors.New("query_timeout (TIMESTORE_QUERY_TIMEOUT) must be a positive duration such as 30s")

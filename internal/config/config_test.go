@@ -35,6 +35,14 @@ func TestLoadOrder(t *testing.T) {
 	require.ErrorContains(t, err, "listn")
 	_, err = Load("", []string{"TIMESTORE_QUERY_TIMEOUT=soon"})
 	require.ErrorContains(t, err, "TIMESTORE_QUERY_TIMEOUT")
+
+	// The native ingest threshold: 1 MiB by default, 0 turns it off.
+	require.Equal(t, int64(1<<20), Default().NativeIngestMaxBytes)
+	cfg, err = Load("", []string{"TIMESTORE_NATIVE_INGEST_MAX_BYTES=0"})
+	require.NoError(t, err)
+	require.Zero(t, cfg.NativeIngestMaxBytes)
+	_, err = Load("", []string{"TIMESTORE_NATIVE_INGEST_MAX_BYTES=1MiB"})
+	require.ErrorContains(t, err, "TIMESTORE_NATIVE_INGEST_MAX_BYTES")
 }
 
 func TestValidate(t *testing.T) {
@@ -46,6 +54,7 @@ func TestValidate(t *testing.T) {
 		"database":  func(c *Config) { c.DatabaseURL = "" },
 		"listen":    func(c *Config) { c.Listen = "8080" },
 		"body":      func(c *Config) { c.MaxBodyBytes = 0 },
+		"native":    func(c *Config) { c.NativeIngestMaxBytes = -1 },
 		"logformat": func(c *Config) { c.LogFormat = "xml" },
 		"local":     func(c *Config) { c.Targets = map[string]string{"local": "s3://x"} },
 	} {

@@ -3,6 +3,12 @@
 // window, computes their statistics, and runs user SQL over a dataset's
 // Parquet files inside a locked-down DuckDB instance.
 //
+// Small uploads (Config.NativeInputMaxBytes) are first read by a strict Go
+// reader that writes the same files without DuckDB's fixed cost per request
+// (native.go); whatever it does not read with certainty, every refusal
+// included, goes to DuckDB. docs/design.md ("How an ingest body becomes
+// files") explains the split.
+//
 // The Engine owns one long-lived DuckDB instance for trusted work (ingest,
 // statistics, later compaction and export). User queries never run there:
 // they run in separate in-memory DuckDB instances, each restricted to the
@@ -38,6 +44,9 @@ const (
 	TempDirDefault = ""
 	// ThreadsDefault uses one DuckDB thread per CPU core.
 	ThreadsDefault = 0
+	// NativeInputMaxBytesDefault is the server's default for
+	// Config.NativeInputMaxBytes: 1 MiB.
+	NativeInputMaxBytesDefault = 1 << 20
 )
 
 // Config tunes the DuckDB instances of an Engine. The zero value is valid.
@@ -60,12 +69,21 @@ type Config struct {
 	// (DuckDB's max_temp_directory_size, e.g. "4GiB"). Defaults to DuckDB's
 	// (90% of the free disk).
 	QuerySpillLimit string
+	// NativeInputMaxBytes is the size up to which PrepareIngest reads an
+	// input in Go instead of DuckDB, saving DuckDB's fixed cost per request
+	// (see prepareNative); input the Go reader does not read with certainty
+	// still goes to DuckDB. 0 (the zero value) reads every input with
+	// DuckDB; the server's default is NativeInputMaxBytesDefault.
+	NativeInputMaxBytes int64
 }
 
 // Validate reports a configuration error.
 func (c Config) Validate() error {
 	if c.Threads < 0 {
 		return fmt.Errorf("engine: threads must be >= 0, not %d", c.Threads)
+	}
+	if c.NativeInputMaxBytes < 0 {
+		return fmt.Errorf("engine: native input max bytes must be >= 0, not %d", c.NativeInputMaxBytes)
 	}
 	if strings.ContainsAny(c.MemoryLimit, "'\"\n") {
 		return fmt.Errorf("engine: invalid memory limit %q", c.MemoryLimit)

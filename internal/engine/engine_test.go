@@ -18,7 +18,13 @@ var testEngine *Engine
 
 func TestMain(m *testing.M) {
 	var err error
-	testEngine, err = New(Config{Threads: 2, MemoryLimit: "2GB"})
+	cfg := Config{Threads: 2, MemoryLimit: "2GB"}
+	// TIMESTORE_TEST_NATIVE_INGEST=1 runs every test with the native path
+	// of small inputs in use (by default tests reach it directly).
+	if os.Getenv("TIMESTORE_TEST_NATIVE_INGEST") == "1" {
+		cfg.NativeInputMaxBytes = NativeInputMaxBytesDefault
+	}
+	testEngine, err = New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -66,6 +72,17 @@ func metrics(name, partition string) catalog.Dataset {
 		TimeColumn: "ts",
 		Partition:  partition,
 	}
+}
+
+// requireFastRead checks that an ingest since the counts were taken went
+// through DuckDB's single-read JSON path (ingestDetected) or, only when the
+// tests run with the native path in use, through the native path.
+func requireFastRead(t testing.TB, detectedBefore, nativeBefore int64, msg string) {
+	t.Helper()
+	if testEngine.cfg.NativeInputMaxBytes > 0 && nativeReads.Load() > nativeBefore {
+		return
+	}
+	require.Greater(t, detectedReads.Load(), detectedBefore, msg)
 }
 
 func writeFile(t testing.TB, dir, name, content string) string {

@@ -47,7 +47,8 @@ type WindowFile struct {
 // left in outDir. Concurrent calls are safe.
 func (e *Engine) PrepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
 	ctx, span := e.startSpan(ctx, spanPrepareIngest, attrDataset.String(ds.Name), attrFormat.String(string(format)))
-	files, err := e.prepareIngest(ctx, ds, format, inputPath, outDir)
+	files, reader, err := e.prepareIngest(ctx, ds, format, inputPath, outDir)
+	span.SetAttributes(attrReader.String(reader))
 	var rows, size int64
 	for _, f := range files {
 		rows += f.RowCount
@@ -61,14 +62,38 @@ func (e *Engine) PrepareIngest(ctx context.Context, ds catalog.Dataset, format F
 	return files, err
 }
 
-// prepareIngest reads the input once, in the common case: one COPY parses
+// prepareIngest reads an input of at most Config.NativeInputMaxBytes in Go
+// (prepareNative) and, when that path does not read it with certainty, with
+// DuckDB (prepareDuckDB), which also decides and explains every refusal.
+//
+// prepareDuckDB reads the input once, in the common case: one COPY parses
 // it, converts the values, splits the rows by window and writes the files
 // (writePartitioned). For JSON it first tries the read with detected keys
 // and types (ingestDetected), which also rejects unknown keys; when that
 // read does not apply or fails, and always for CSV, it reads with the
 // declared types (JSON after a scan of every key), and a failed read is
 // explained by diagnose.
-func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
+// It returns which reader ran: "native" or "duckdb".
+func (e *Engine) prepareIngest(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, string, error) {
+	if err := e.checkOpen(); err != nil {
+		return nil, "", err
+	}
+	if err := checkDataset(ds); err != nil {
+		return nil, "", fmt.Errorf("prepare ingest: %w", err)
+	}
+	if fi, err := os.Stat(inputPath); err == nil && fi.Size() > 0 && fi.Size() <= e.cfg.NativeInputMaxBytes {
+		files, err := e.prepareNative(ds, format, inputPath, outDir)
+		if !errors.Is(err, errNotNative) {
+			return files, "native", err
+		}
+	}
+	files, err := e.prepareDuckDB(ctx, ds, format, inputPath, outDir)
+	return files, "duckdb", err
+}
+
+// prepareDuckDB is prepareIngest's path through DuckDB, for every input
+// the native path (prepareNative) does not read.
+func (e *Engine) prepareDuckDB(ctx context.Context, ds catalog.Dataset, format Format, inputPath, outDir string) ([]WindowFile, error) {
 	if err := e.checkOpen(); err != nil {
 		return nil, err
 	}

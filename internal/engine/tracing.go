@@ -24,6 +24,7 @@ const (
 	attrFormat     = attribute.Key("timestore.ingest.format")
 	attrInputBytes = attribute.Key("timestore.ingest.input_bytes")
 	attrRows       = attribute.Key("timestore.rows")
+	attrReader     = attribute.Key("timestore.ingest.reader")
 	attrWindows    = attribute.Key("timestore.ingest.windows")
 	attrFiles      = attribute.Key("timestore.query.files")
 	attrBytes      = attribute.Key("timestore.bytes")

@@ -66,6 +66,7 @@ func TestEngineSpans(t *testing.T) {
 	require.Equal(t, int64(3), a["timestore.rows"].AsInt64())
 	require.Equal(t, int64(2), a["timestore.ingest.windows"].AsInt64())
 	require.Equal(t, "duckdb", a["db.system.name"].AsString())
+	require.Equal(t, "duckdb", a["timestore.ingest.reader"].AsString())
 	require.Positive(t, a["timestore.ingest.input_bytes"].AsInt64())
 	require.Equal(t, files[0].SizeBytes+files[1].SizeBytes, a["timestore.bytes"].AsInt64())
 	require.Equal(t, codes.Unset, s.Status.Code)
@@ -79,6 +80,15 @@ func TestEngineSpans(t *testing.T) {
 	require.True(t, spanAttrs(s)["timestore.user_error"].AsBool())
 	require.Len(t, s.Events, 1)
 	require.Equal(t, "exception", s.Events[0].Name)
+
+	// With the native reader in use, the span says it ran.
+	e.cfg.NativeInputMaxBytes = NativeInputMaxBytesDefault
+	_, err = e.PrepareIngest(ctx, ds, FormatCSV, in, t.TempDir())
+	require.NoError(t, err)
+	a = spanAttrs(onlySpan(t, exp))
+	require.Equal(t, "native", a["timestore.ingest.reader"].AsString())
+	require.Equal(t, int64(3), a["timestore.rows"].AsInt64())
+	e.cfg.NativeInputMaxBytes = 0
 
 	pf, err := e.FileStats(ctx, ds, files[1].Path)
 	require.NoError(t, err)

@@ -153,6 +153,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Threads:     cfg.DuckDBThreads,
 		// Each query's sandbox spills under spill/ too, within this bound.
 		QuerySpillLimit: cfg.QuerySpillLimit,
+		// Small bodies are read in Go, without DuckDB's cost per request.
+		NativeInputMaxBytes: cfg.NativeIngestMaxBytes,
 	}); err != nil {
 		return nil, err
 	}
