@@ -55,34 +55,31 @@ ensure_versitygw() {
 	export TIMESTORE_VERSITYGW="$bin"
 }
 
-# ensure_staticcheck installs staticcheck (pinned) into the same cache.
-ensure_staticcheck() {
-	local bin="$TIMESTORE_CACHE/bin/staticcheck-$STATICCHECK_VERSION"
+# go_tool_pinned NAME PACKAGE VERSION installs a Go tool at a pinned version
+# into the cache, once, as NAME-VERSION, and prints its path.
+go_tool_pinned() {
+	local name=$1 pkg=$2 version=$3
+	local bin="$TIMESTORE_CACHE/bin/$name-$version"
 	if [ ! -x "$bin" ]; then
-		log "installing staticcheck $STATICCHECK_VERSION into $TIMESTORE_CACHE/bin (once)"
+		log "installing $name $version into $TIMESTORE_CACHE/bin (once)"
 		mkdir -p "$TIMESTORE_CACHE/bin"
 		local tmp
 		tmp=$(mktemp -d)
-		GOBIN="$tmp" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
-		mv "$tmp/staticcheck" "$bin"
+		GOBIN="$tmp" go install "$pkg@$version" >&2
+		mv "$tmp/$name" "$bin"
 		rmdir "$tmp"
 	fi
-	STATICCHECK="$bin"
+	printf '%s\n' "$bin"
+}
+
+# ensure_staticcheck installs staticcheck (pinned) into the same cache.
+ensure_staticcheck() {
+	STATICCHECK=$(go_tool_pinned staticcheck honnef.co/go/tools/cmd/staticcheck "$STATICCHECK_VERSION")
 }
 
 # ensure_goimports installs goimports (golang.org/x/tools, pinned) into the same cache.
 ensure_goimports() {
-	local bin="$TIMESTORE_CACHE/bin/goimports-$GOIMPORTS_VERSION"
-	if [ ! -x "$bin" ]; then
-		log "installing goimports $GOIMPORTS_VERSION into $TIMESTORE_CACHE/bin (once)"
-		mkdir -p "$TIMESTORE_CACHE/bin"
-		local tmp
-		tmp=$(mktemp -d)
-		GOBIN="$tmp" go install "golang.org/x/tools/cmd/goimports@$GOIMPORTS_VERSION"
-		mv "$tmp/goimports" "$bin"
-		rmdir "$tmp"
-	fi
-	GOIMPORTS="$bin"
+	GOIMPORTS=$(go_tool_pinned goimports golang.org/x/tools/cmd/goimports "$GOIMPORTS_VERSION")
 }
 
 # ensure_test_tools installs the Debian packages the tests drive: promtool
