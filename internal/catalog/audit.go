@@ -35,23 +35,68 @@ func (s *Store) AppendAuditTx(ctx context.Context, tx Tx, e AuditEntry) error {
 	return nil
 }
 
+// insertAuditSQL writes one audit entry; a NULL time is now().
+const insertAuditSQL = `
+	INSERT INTO timestore.audit_log (time, actor, action, dataset, partitions, bytes, reason, details)
+	VALUES (coalesce($1::timestamptz, now()), $2, $3, $4, coalesce($5::bigint[], '{}'), $6, $7, $8)`
+
 // insertAudit writes one entry with db, inside the caller's transaction when db is one.
 func insertAudit(ctx context.Context, db querier, e AuditEntry) error {
 	if e.Action == "" {
 		return invalid(errors.New("audit entry: action is required"))
 	}
-	var at any // NULL: now()
-	if !e.Time.IsZero() {
-		at = e.Time
-	}
-	_, err := db.Exec(ctx, `
-		INSERT INTO timestore.audit_log (time, actor, action, dataset, partitions, bytes, reason, details)
-		VALUES (coalesce($1::timestamptz, now()), $2, $3, $4, coalesce($5::bigint[], '{}'), $6, $7, $8)`,
-		at, e.Actor, e.Action, e.Dataset, e.Partitions, e.Bytes, e.Reason, e.Details)
+	_, err := db.Exec(ctx, insertAuditSQL, auditTime(e), e.Actor, e.Action, e.Dataset, e.Partitions, e.Bytes, e.Reason, e.Details)
 	if err != nil {
 		return fmt.Errorf("write audit %q: %w", e.Action, err)
 	}
 	return nil
+}
+
+// queueAudit queues, in a manifest change's pipeline, the statement writing
+// one entry, as insertAudit does.
+func queueAudit(p *commitPipeline, e AuditEntry) error {
+	if e.Action == "" {
+		return invalid(errors.New("audit entry: action is required"))
+	}
+	p.exec(fmt.Sprintf("write audit %q", e.Action), insertAuditSQL,
+		auditTime(e), e.Actor, e.Action, e.Dataset, e.Partitions, e.Bytes, e.Reason, e.Details)
+	return nil
+}
+
+// queueChangeAudit queues, in a manifest change's pipeline, the statement
+// writing the audit row of a change that adds files: its partitions are
+// the ids of the partitions of files (each looked up by target and key in
+// the unique index partitions_object, so the statement must follow those
+// adding them; a join let the planner scan every partition), in the order
+// given, then e.Partitions.
+func queueChangeAudit(p *commitPipeline, e AuditEntry, files []PartitionFile) {
+	targets := make([]string, len(files))
+	keys := make([]string, len(files))
+	for i, f := range files {
+		targets[i], keys[i] = f.Target, f.Key
+	}
+	parts := e.Partitions
+	if parts == nil {
+		parts = []int64{}
+	}
+	p.exec(fmt.Sprintf("write audit %q", e.Action), `
+		INSERT INTO timestore.audit_log (time, actor, action, dataset, partitions, bytes, reason, details)
+		VALUES (coalesce($1::timestamptz, now()), $2, $3, $4,
+			ARRAY(SELECT (SELECT p.id FROM timestore.partitions p
+					WHERE p.target = f.target AND p.object_key = f.object_key)
+				FROM unnest($5::text[], $6::text[]) WITH ORDINALITY AS f (target, object_key, n)
+				ORDER BY f.n) || $7::bigint[],
+			$8, $9, $10)`,
+		auditTime(e), e.Actor, e.Action, e.Dataset, targets, keys, parts, e.Bytes, e.Reason, e.Details)
+}
+
+// auditTime is the time argument of an entry's insert: NULL (now()) when
+// e.Time is zero.
+func auditTime(e AuditEntry) any {
+	if e.Time.IsZero() {
+		return nil
+	}
+	return e.Time
 }
 
 // AppendAuditBatchTx appends a batch of entries to the audit log inside tx

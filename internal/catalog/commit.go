@@ -189,17 +189,16 @@ func replayGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, ou
 
 // applyGroup does the writing part of CommitGroup (step 4) for the members
 // apply, with the dataset row locked, and fills their outcomes and those of
-// members replaying them.
+// members replaying them. Its statements go to the database in one round
+// trip (see commitPipeline).
 func applyGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, apply []int, out []GroupOutcome) error {
 	version := d.ManifestVersion + 1
 	var files []PartitionFile
 	for _, i := range apply {
 		files = append(files, changes[i].Add...)
 	}
-	added, err := insertPartitions(ctx, tx, d.ID, version, files)
-	if err != nil {
-		return err
-	}
+	var p commitPipeline
+	added := queuePartitions(&p, d.ID, version, files)
 	actors := make([]string, 0, len(apply))
 	members := make([]map[string]any, 0, len(apply))
 	for _, i := range apply {
@@ -212,21 +211,27 @@ func applyGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, app
 	}
 	first := changes[apply[0]]
 	summary := map[string]any{"group_size": len(apply), "members": members}
-	if err := insertManifestVersion(ctx, tx, d.ID, version, first.Operation, nil, strings.Join(actors, ","), summary); err != nil {
-		return err
-	}
-	byKey := map[string]CommitResult{}
+	queueManifestVersion(&p, d.ID, version, first.Operation, nil, strings.Join(actors, ","), summary)
 	for _, i := range apply {
-		ch := changes[i]
-		mine := added[:len(ch.Add):len(ch.Add)]
-		added = added[len(ch.Add):]
-		res, err := recordChange(ctx, tx, d, version, ch, mine, 0, 0, map[string]any{"group_size": len(apply)})
+		res, err := queueRecord(&p, d, version, changes[i], 0, 0, map[string]any{"group_size": len(apply)})
 		if err != nil {
 			return err
 		}
 		out[i].Result = res
+	}
+	queueBumpVersion(&p, d.ID, version)
+	if err := p.send(ctx, tx); err != nil {
+		return err
+	}
+
+	byKey := map[string]CommitResult{}
+	rest := *added
+	for _, i := range apply {
+		ch := changes[i]
+		out[i].Result.Added = rest[:len(ch.Add):len(ch.Add)]
+		rest = rest[len(ch.Add):]
 		if ch.IdempotencyKey != "" {
-			byKey[ch.IdempotencyKey] = res
+			byKey[ch.IdempotencyKey] = out[i].Result
 		}
 	}
 	for i, ch := range changes {
@@ -234,75 +239,73 @@ func applyGroup(ctx context.Context, tx pgx.Tx, d Dataset, changes []Change, app
 			out[i].Result = CommitResult{Version: version, Replayed: true, RowsWritten: first.RowsWritten, PartitionsWritten: first.PartitionsWritten}
 		}
 	}
-	if _, err := tx.Exec(ctx,
-		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
-		return fmt.Errorf("bump manifest version: %w", err)
-	}
 	return nil
 }
 
-// applyChange does the writing part of Commit, with the dataset row locked.
+// applyChange does the writing part of Commit, with the dataset row locked:
+// after checkTouched, its statements go to the database in one round trip
+// (see commitPipeline), then ch.InTx runs.
 func applyChange(ctx context.Context, tx pgx.Tx, d Dataset, ch Change) (CommitResult, error) {
 	removedBytes, restoredBytes, err := checkTouched(ctx, tx, d.ID, ch.Remove, ch.Restore)
 	if err != nil {
 		return CommitResult{}, err
 	}
 	version := d.ManifestVersion + 1
-	added, err := insertPartitions(ctx, tx, d.ID, version, ch.Add)
-	if err != nil {
-		return CommitResult{}, err
-	}
+	var p commitPipeline
+	added := queuePartitions(&p, d.ID, version, ch.Add)
 	if len(ch.Remove) > 0 {
-		if _, err := tx.Exec(ctx, `
+		p.exec("remove partitions", `
 			UPDATE timestore.partitions SET removed_in_version = $2, removed_at = now()
-			WHERE id = ANY($1)`, ch.Remove, version); err != nil {
-			return CommitResult{}, fmt.Errorf("remove partitions: %w", err)
-		}
+			WHERE id = ANY($1)`, ch.Remove, version)
 	}
 	if len(ch.Restore) > 0 {
-		if _, err := tx.Exec(ctx, `
+		p.exec("restore partitions", `
 			UPDATE timestore.partitions SET removed_in_version = NULL, removed_at = NULL
-			WHERE id = ANY($1)`, ch.Restore); err != nil {
-			return CommitResult{}, fmt.Errorf("restore partitions: %w", err)
-		}
+			WHERE id = ANY($1)`, ch.Restore)
 	}
-	if err := insertManifestVersion(ctx, tx, d.ID, version, ch.Operation, ch.JobID, ch.Actor, ch.Summary); err != nil {
-		return CommitResult{}, err
-	}
-
-	res, err := recordChange(ctx, tx, d, version, ch, added, removedBytes, restoredBytes, nil)
+	queueManifestVersion(&p, d.ID, version, ch.Operation, ch.JobID, ch.Actor, ch.Summary)
+	res, err := queueRecord(&p, d, version, ch, removedBytes, restoredBytes, nil)
 	if err != nil {
 		return CommitResult{}, err
 	}
-	if _, err := tx.Exec(ctx,
-		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, d.ID, version); err != nil {
-		return CommitResult{}, fmt.Errorf("bump manifest version: %w", err)
+	queueBumpVersion(&p, d.ID, version)
+	if err := p.send(ctx, tx); err != nil {
+		return CommitResult{}, err
 	}
+	res.Added = *added
 	if ch.InTx != nil {
-		if err := ch.InTx(ctx, tx, version, added); err != nil {
+		if err := ch.InTx(ctx, tx, version, res.Added); err != nil {
 			return CommitResult{}, fmt.Errorf("in transaction: %w", err)
 		}
 	}
 	return res, nil
 }
 
-// recordChange writes what one change did in version: its audit row (with
-// extra details merged in), the change's own Audit rows and its
-// idempotency record. It returns the change's result.
-func recordChange(ctx context.Context, tx pgx.Tx, d Dataset, version int64, ch Change, added []Partition, removedBytes, restoredBytes int64, extra map[string]any) (CommitResult, error) {
-	res := CommitResult{Version: version, Added: added, PartitionsWritten: int64(len(added))}
-	touched := make([]int64, 0, len(added)+len(ch.Remove)+len(ch.Restore))
+// queueBumpVersion queues the statement that makes version the dataset's
+// current manifest version.
+func queueBumpVersion(p *commitPipeline, datasetID, version int64) {
+	p.exec("bump manifest version",
+		`UPDATE timestore.datasets SET manifest_version = $2 WHERE id = $1`, datasetID, version)
+}
+
+// queueRecord queues what records one change in version: its audit row
+// (with extra details merged in; its partitions are the ids of the files
+// ch.Add, read by the statement itself, then ch.Remove and ch.Restore), the
+// change's own Audit rows and its idempotency record. The statements follow
+// those adding ch.Add in p. It returns the change's result, Added left for
+// the caller to fill once p is sent; an Audit row without an action fails
+// it with ErrInvalid before anything is sent.
+func queueRecord(p *commitPipeline, d Dataset, version int64, ch Change, removedBytes, restoredBytes int64, extra map[string]any) (CommitResult, error) {
+	res := CommitResult{Version: version, PartitionsWritten: int64(len(ch.Add))}
 	var addedBytes int64
-	for _, p := range added {
-		res.RowsWritten += p.RowCount
-		addedBytes += p.SizeBytes
-		touched = append(touched, p.ID)
+	for _, f := range ch.Add {
+		res.RowsWritten += f.RowCount
+		addedBytes += f.SizeBytes
 	}
-	touched = append(append(touched, ch.Remove...), ch.Restore...)
 	details := map[string]any{
 		"manifest_version": version,
 		"job_id":           ch.JobID,
-		"added":            len(added),
+		"added":            len(ch.Add),
 		"removed":          len(ch.Remove),
 		"restored":         len(ch.Restore),
 		"added_bytes":      addedBytes,
@@ -311,37 +314,77 @@ func recordChange(ctx context.Context, tx pgx.Tx, d Dataset, version int64, ch C
 		"summary":          ch.Summary,
 	}
 	maps.Copy(details, extra)
-	entries := append([]AuditEntry{{
+	queueChangeAudit(p, AuditEntry{
 		Actor:      ch.Actor,
 		Action:     ActionPartitionPrefix + ch.Operation,
 		Dataset:    d.Name,
-		Partitions: touched,
+		Partitions: append(append(make([]int64, 0, len(ch.Remove)+len(ch.Restore)), ch.Remove...), ch.Restore...),
 		Bytes:      addedBytes + removedBytes + restoredBytes,
 		Reason:     ch.Reason,
 		Details:    details,
-	}}, ch.Audit...)
-	for _, e := range entries {
+	}, ch.Add)
+	for _, e := range ch.Audit {
 		if e.Dataset == "" {
 			e.Dataset = d.Name
 		}
 		if e.Actor == "" {
 			e.Actor = ch.Actor
 		}
-		if err := insertAudit(ctx, tx, e); err != nil {
+		if err := queueAudit(p, e); err != nil {
 			return CommitResult{}, err
 		}
 	}
-
 	if ch.IdempotencyKey != "" {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO timestore.idempotency_keys
-				(dataset_id, key, request_hash, manifest_version, rows_written, partitions_written)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
-			d.ID, ch.IdempotencyKey, ch.RequestHash, version, res.RowsWritten, res.PartitionsWritten); err != nil {
-			return CommitResult{}, fmt.Errorf("record idempotency key %q: %w", ch.IdempotencyKey, err)
-		}
+		queueIdempotency(p, d.ID, ch.IdempotencyKey, ch.RequestHash, version, res.RowsWritten, res.PartitionsWritten)
 	}
 	return res, nil
+}
+
+// commitPipeline holds the statements of a manifest change that follow the
+// dataset row lock, to be sent in one round trip (a pgx batch, pipelined):
+// each statement is queued with a reader of its result, and send runs the
+// readers in order, stopping at the first error, after which the database
+// has run none of the later statements. Statements see the writes of those
+// queued before them, as in any transaction.
+type commitPipeline struct {
+	batch   pgx.Batch
+	readers []func(pgx.BatchResults) error
+}
+
+// exec queues sql, whose failure send returns wrapped in what.
+func (p *commitPipeline) exec(what, sql string, args ...any) {
+	p.batch.Queue(sql, args...)
+	p.readers = append(p.readers, func(r pgx.BatchResults) error {
+		if _, err := r.Exec(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
+}
+
+// queryRow queues sql, returning one row that send hands to read.
+func (p *commitPipeline) queryRow(read func(pgx.Row) error, sql string, args ...any) {
+	p.batch.Queue(sql, args...)
+	p.readers = append(p.readers, func(r pgx.BatchResults) error { return read(r.QueryRow()) })
+}
+
+// send runs the queued statements in tx in one round trip and reads their
+// results in order; it returns the first error.
+func (p *commitPipeline) send(ctx context.Context, tx pgx.Tx) error {
+	if p.batch.Len() == 0 {
+		return nil
+	}
+	results := tx.SendBatch(ctx, &p.batch)
+	var err error
+	for _, read := range p.readers {
+		if err = read(results); err != nil {
+			break
+		}
+	}
+	if cerr := results.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
 }
 
 // checkTouched locks the Remove and Restore partitions and checks that every
@@ -385,15 +428,24 @@ func bytesInState(byID map[int64]Partition, ids []int64, verb, want string) (int
 	return bytes, nil
 }
 
-// insertPartitions adds files to the manifest in version, in one round trip,
-// and returns them as partitions with their ids, in the order given.
-func insertPartitions(ctx context.Context, tx pgx.Tx, datasetID, version int64, files []PartitionFile) ([]Partition, error) {
-	if len(files) == 0 {
-		return nil, nil
-	}
-	batch := &pgx.Batch{}
+// queuePartitions queues the statements adding files to the manifest in
+// version and returns where their partitions, with their ids, will be once
+// p is sent, in the order given. An object already referenced by another
+// partition fails the send with ErrConflict naming its key.
+func queuePartitions(p *commitPipeline, datasetID, version int64, files []PartitionFile) *[]Partition {
+	var added []Partition // nil when files is empty, as before
 	for _, f := range files {
-		batch.Queue(`
+		p.queryRow(func(row pgx.Row) error {
+			part, err := scanPartition(row)
+			if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "partitions_object" {
+				err = fmt.Errorf("%w: add partition %s: object already referenced by another partition", ErrConflict, f.Key)
+			}
+			if err != nil {
+				return fmt.Errorf("add partition %s: %w", f.Key, err)
+			}
+			added = append(added, part)
+			return nil
+		}, `
 			INSERT INTO timestore.partitions (dataset_id, window_start, time_min, time_max, row_count,
 				size_bytes, target, object_key, checksum, stats, level, added_in_version)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -401,28 +453,7 @@ func insertPartitions(ctx context.Context, tx pgx.Tx, datasetID, version int64, 
 			datasetID, f.WindowStart, f.TimeMin, f.TimeMax, f.RowCount,
 			f.SizeBytes, f.Target, f.Key, f.Checksum, f.Stats, f.Level, version)
 	}
-	results := tx.SendBatch(ctx, batch)
-	added := make([]Partition, 0, len(files))
-	var err error
-	for _, f := range files {
-		var p Partition
-		p, err = scanPartition(results.QueryRow())
-		if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "partitions_object" {
-			err = fmt.Errorf("%w: add partition %s: object already referenced by another partition", ErrConflict, f.Key)
-		}
-		if err != nil {
-			err = fmt.Errorf("add partition %s: %w", f.Key, err)
-			break
-		}
-		added = append(added, p)
-	}
-	if cerr := results.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("add partitions: %w", cerr)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return added, nil
+	return &added
 }
 
 // validate checks what can be checked without the database.

@@ -448,3 +448,39 @@ func TestCommitGroupFailsWhole(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, parts, 1)
 }
+
+// A change's statements after the lock go to the database in one round
+// trip: its audit row still names the added partitions (read by the audit
+// statement itself) before the removed ones, and an extra audit row without
+// an action fails the change before anything is written.
+func TestCommitAddAndRemoveAuditsBoth(t *testing.T) {
+	b := setup(t)
+	old := b.commit(t, catalog.Change{Add: []catalog.PartitionFile{file(0, 10, 100), file(1, 20, 200)}})
+	res := b.commit(t, catalog.Change{Operation: catalog.OpCompaction,
+		Add:    []catalog.PartitionFile{file(3, 30, 250), file(2, 5, 40)},
+		Remove: []int64{old.Added[1].ID, old.Added[0].ID}})
+	require.Equal(t, int64(2), res.Version)
+	require.Equal(t, int64(35), res.RowsWritten)
+	entries, err := b.store.ListAudit(b.ctx, catalog.AuditFilter{Action: catalog.ActionPartitionPrefix + catalog.OpCompaction})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, []int64{res.Added[0].ID, res.Added[1].ID, old.Added[1].ID, old.Added[0].ID}, entries[0].Partitions)
+	require.Equal(t, int64(590), entries[0].Bytes)
+	require.EqualValues(t, 290, entries[0].Details["added_bytes"])
+	require.EqualValues(t, 300, entries[0].Details["removed_bytes"])
+
+	before := b.auditCount(t)
+	_, err = b.store.Commit(b.ctx, catalog.Change{Dataset: "metrics", Operation: catalog.OpIngest, Actor: "test",
+		Add: []catalog.PartitionFile{file(4, 1, 1)}, IdempotencyKey: "k", RequestHash: "h",
+		Audit: []catalog.AuditEntry{{Details: map[string]any{"no": "action"}}}})
+	require.ErrorIs(t, err, catalog.ErrInvalid)
+	require.ErrorContains(t, err, "action is required")
+	require.Equal(t, int64(2), b.version(t))
+	require.Equal(t, before, b.auditCount(t))
+	_, found, err := b.store.LookupIdempotency(b.ctx, b.ds.ID, "k")
+	require.NoError(t, err)
+	require.False(t, found)
+	live, err := b.store.Partitions(b.ctx, "metrics", "")
+	require.NoError(t, err)
+	require.Len(t, live, 2)
+}

@@ -36,3 +36,13 @@ func scanIdempotency(row pgx.Row) (IdempotencyRecord, error) {
 	r.CreatedAt = r.CreatedAt.UTC()
 	return r, err
 }
+
+// queueIdempotency queues, in a manifest change's pipeline, the statement
+// recording what the first change with key did to the dataset.
+func queueIdempotency(p *commitPipeline, datasetID int64, key, requestHash string, version, rowsWritten, partitionsWritten int64) {
+	p.exec(fmt.Sprintf("record idempotency key %q", key), `
+		INSERT INTO timestore.idempotency_keys
+			(dataset_id, key, request_hash, manifest_version, rows_written, partitions_written)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		datasetID, key, requestHash, version, rowsWritten, partitionsWritten)
+}

@@ -35,14 +35,23 @@ func (s *Store) ManifestVersions(ctx context.Context, datasetID int64, limit int
 	return versions, nil
 }
 
+// insertManifestVersionSQL records one version of a dataset's manifest.
+const insertManifestVersionSQL = `
+	INSERT INTO timestore.manifest_versions (dataset_id, version, operation, job_id, actor, summary)
+	VALUES ($1, $2, $3, $4, $5, $6)`
+
 // insertManifestVersion records one version of a dataset's manifest.
 func insertManifestVersion(ctx context.Context, tx pgx.Tx, datasetID, version int64, op string, jobID *int64, actor string, summary map[string]any) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO timestore.manifest_versions (dataset_id, version, operation, job_id, actor, summary)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		datasetID, version, op, jobID, actor, summary)
+	_, err := tx.Exec(ctx, insertManifestVersionSQL, datasetID, version, op, jobID, actor, summary)
 	if err != nil {
 		return fmt.Errorf("record manifest version %d: %w", version, err)
 	}
 	return nil
+}
+
+// queueManifestVersion queues, in a manifest change's pipeline, the
+// statement recording one version of a dataset's manifest.
+func queueManifestVersion(p *commitPipeline, datasetID, version int64, op string, jobID *int64, actor string, summary map[string]any) {
+	p.exec(fmt.Sprintf("record manifest version %d", version), insertManifestVersionSQL,
+		datasetID, version, op, jobID, actor, summary)
 }
